@@ -1,0 +1,351 @@
+//! Bit.ly's HTTP surface: request and response shapes, handlers, and the one
+//! place its errors become problems.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{OpenApi, ToSchema};
+
+use super::store::{Link, StoreError};
+use super::validate::{self, ALIAS_LEN_MAX, AliasError, UrlError};
+use super::{Bitly, MintError, RedirectKind};
+use crate::extract::{Json, Path};
+use crate::problem::Problem;
+
+/// The OpenAPI description of Bit.ly's endpoints.
+#[derive(OpenApi)]
+#[openapi(
+    paths(shorten, get_link, link_stats, redirect),
+    components(schemas(ShortenRequest, ShortenResponse, LinkView, LinkStats, Problem)),
+    tags((name = "bitly", description = "URL shortener"))
+)]
+pub struct BitlyApi;
+
+/// A request to shorten a URL.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShortenRequest {
+    /// The destination: an absolute http or https URL of at most 2,048 bytes.
+    #[schema(example = "https://example.com/some/long/path")]
+    pub url: String,
+    /// A custom code: 3–64 characters of `A-Z a-z 0-9 _ -`, not a server path.
+    #[schema(example = "my-link")]
+    pub alias: Option<String>,
+    /// When the link stops redirecting (RFC 3339, in the future); 410 after.
+    #[schema(example = "2030-01-01T00:00:00Z")]
+    pub expires_at: Option<String>,
+}
+
+/// A created short link.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShortenResponse {
+    /// The code, the last path segment of the short URL.
+    pub code: String,
+    /// The full short URL.
+    pub short_url: String,
+    /// The normalised destination.
+    pub url: String,
+    /// Expiry (RFC 3339), if any.
+    pub expires_at: Option<String>,
+}
+
+/// A stored link.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LinkView {
+    /// The code.
+    pub code: String,
+    /// The destination.
+    pub url: String,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Expiry (RFC 3339), if any.
+    pub expires_at: Option<String>,
+}
+
+/// Click counts of a link.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LinkStats {
+    /// The code.
+    pub code: String,
+    /// Clicks: flushed to the store plus buffered on the instance answering.
+    pub clicks: u64,
+    /// Of those, the ones still buffered here. Other instances' buffers are
+    /// not visible until they flush (at most one flush interval).
+    pub clicks_buffered: u64,
+}
+
+/// Everything that can go wrong in Bit.ly, mapped to a problem in one place.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The destination URL broke a rule.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// The alias broke a rule.
+    #[error(transparent)]
+    Alias(#[from] AliasError),
+    /// The alias is already in use.
+    #[error("alias {0:?} is already taken")]
+    AliasTaken(String),
+    /// The expiry is unparsable or not in the future.
+    #[error("expires_at: {0}")]
+    Expiry(String),
+    /// No link has this code.
+    #[error("no link with code {0:?}")]
+    UnknownCode(String),
+    /// The link has expired.
+    #[error("link {0:?} has expired")]
+    Expired(String),
+    /// No code could be minted.
+    #[error(transparent)]
+    Mint(#[from] MintError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for ErrorKind {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        let problem = match &self {
+            Self::Url(UrlError::TooLong { .. }) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "url-too-long", "URL too long")
+            }
+            Self::Url(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-url", "Invalid URL")
+            }
+            Self::Alias(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-alias", "Invalid alias")
+            }
+            Self::AliasTaken(_) => Problem::new(StatusCode::CONFLICT, "alias-taken", "Alias taken"),
+            Self::Expiry(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-expiry", "Invalid expiry")
+            }
+            Self::UnknownCode(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown-code", "Unknown code")
+            }
+            Self::Expired(_) => Problem::new(StatusCode::GONE, "expired", "Link expired"),
+            Self::Mint(MintError::Exhausted) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "code-space-exhausted",
+                "No codes left",
+            ),
+            Self::Mint(_) | Self::Store(_) => {
+                tracing::error!(error = %self, "bitly backend failure");
+                return Problem::unavailable("the link store is unavailable; retry later")
+                    .into_response();
+            }
+        };
+        problem.detail(detail).into_response()
+    }
+}
+
+type Result<T, E = ErrorKind> = std::result::Result<T, E>;
+
+impl Bitly {
+    /// The API routes, to be nested at `/api/bitly`.
+    pub fn api_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/urls", post(shorten))
+            .route("/urls/{code}", get(get_link))
+            .route("/urls/{code}/stats", get(link_stats))
+            .with_state(Arc::clone(self))
+    }
+
+    /// The redirect route `/{code}`, to be merged at the server root.
+    pub fn redirect_router(self: &Arc<Self>) -> Router {
+        Router::new().route("/{code}", get(redirect)).with_state(Arc::clone(self))
+    }
+
+    fn short_url(&self, code: &str) -> String {
+        format!("{}/{code}", self.config.public_url.trim_end_matches('/'))
+    }
+
+    /// Finds a live link: unknown → 404, expired → 410.
+    async fn live_link(&self, code: &str) -> Result<Link> {
+        // Anything that cannot be a code is unknown without a database round trip.
+        if code.is_empty()
+            || code.len() > ALIAS_LEN_MAX
+            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ErrorKind::UnknownCode(code.chars().take(ALIAS_LEN_MAX).collect()));
+        }
+        let link = self
+            .resolver
+            .resolve(code)
+            .await?
+            .ok_or_else(|| ErrorKind::UnknownCode(code.to_owned()))?;
+        let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        if link.expires_at_ms.is_some_and(|t| t <= now_ms) {
+            return Err(ErrorKind::Expired(code.to_owned()));
+        }
+        Ok(link)
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn parse_expiry(raw: &str, now_ms: i64) -> Result<i64> {
+    let t = OffsetDateTime::parse(raw, &Rfc3339)
+        .map_err(|e| ErrorKind::Expiry(format!("not an RFC 3339 timestamp ({e})")))?;
+    let ms = i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| ErrorKind::Expiry("out of range".to_owned()))?;
+    if ms <= now_ms {
+        return Err(ErrorKind::Expiry("must be in the future".to_owned()));
+    }
+    Ok(ms)
+}
+
+/// Shorten a URL.
+#[utoipa::path(
+    post,
+    path = "/api/bitly/urls",
+    tag = "bitly",
+    request_body = ShortenRequest,
+    responses(
+        (status = 201, description = "Created", body = ShortenResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Alias taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid URL, alias or expiry", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn shorten(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Json(request): Json<ShortenRequest>,
+) -> Result<Response> {
+    let url = validate::destination(&request.url)?;
+    let now_ms = i64::try_from(bitly.clock.now_ms()).unwrap_or(i64::MAX);
+    let expires_at_ms =
+        request.expires_at.as_deref().map(|raw| parse_expiry(raw, now_ms)).transpose()?;
+    let mut link = Link {
+        code: String::new(),
+        url: url.into(),
+        created_at_ms: now_ms,
+        expires_at_ms,
+        clicks: 0,
+    };
+    if let Some(alias) = request.alias {
+        validate::alias(&alias, &bitly.config.reserved)?;
+        link.code = alias;
+        match bitly.store.insert(&link).await {
+            Err(StoreError::Conflict) => return Err(ErrorKind::AliasTaken(link.code)),
+            other => other?,
+        }
+    } else {
+        // A generated code can collide only with a custom alias that happens to
+        // look like one; draw the next code then. Bounded: aliases are finite.
+        let mut attempts = 0;
+        loop {
+            link.code = bitly.minter.mint().await?;
+            match bitly.store.insert(&link).await {
+                Err(StoreError::Conflict) if attempts < 16 => attempts += 1,
+                other => break other?,
+            }
+        }
+    }
+    metrics::counter!("girder_bitly_links_created_total").increment(1);
+    let body = ShortenResponse {
+        short_url: bitly.short_url(&link.code),
+        code: link.code,
+        url: link.url,
+        expires_at: link.expires_at_ms.map(rfc3339),
+    };
+    let mut response = (StatusCode::CREATED, axum::Json(&body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&body.short_url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Look a link up.
+#[utoipa::path(
+    get,
+    path = "/api/bitly/urls/{code}",
+    tag = "bitly",
+    params(("code" = String, Path, description = "Short code or alias")),
+    responses(
+        (status = 200, description = "The link", body = LinkView),
+        (status = 404, description = "Unknown code", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_link(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Path(code): Path<String>,
+) -> Result<axum::Json<LinkView>> {
+    let link = bitly.live_link(&code).await?;
+    Ok(axum::Json(LinkView {
+        code: link.code,
+        url: link.url,
+        created_at: rfc3339(link.created_at_ms),
+        expires_at: link.expires_at_ms.map(rfc3339),
+    }))
+}
+
+/// Click counts of a link.
+#[utoipa::path(
+    get,
+    path = "/api/bitly/urls/{code}/stats",
+    tag = "bitly",
+    params(("code" = String, Path, description = "Short code or alias")),
+    responses(
+        (status = 200, description = "Counts", body = LinkStats),
+        (status = 404, description = "Unknown code", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn link_stats(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Path(code): Path<String>,
+) -> Result<axum::Json<LinkStats>> {
+    let link = bitly.live_link(&code).await?;
+    let buffered = bitly.clicks.pending(&link.code);
+    Ok(axum::Json(LinkStats {
+        clicks: u64::try_from(link.clicks).unwrap_or(0) + buffered,
+        clicks_buffered: buffered,
+        code: link.code,
+    }))
+}
+
+/// Follow a short link.
+#[utoipa::path(
+    get,
+    path = "/{code}",
+    tag = "bitly",
+    params(("code" = String, Path, description = "Short code or alias")),
+    responses(
+        (status = 302, description = "Redirect to the destination (301 when configured)"),
+        (status = 404, description = "Unknown code", body = Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn redirect(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Path(code): Path<String>,
+) -> Result<Response> {
+    let link = bitly.live_link(&code).await?;
+    bitly.clicks.record(&link.code);
+    let status = match bitly.config.redirect {
+        RedirectKind::Found => StatusCode::FOUND,
+        RedirectKind::Permanent => StatusCode::MOVED_PERMANENTLY,
+    };
+    let location = HeaderValue::from_str(&link.url).map_err(|_| {
+        // Stored URLs passed validation, which yields only valid header bytes.
+        ErrorKind::UnknownCode(link.code.clone())
+    })?;
+    Ok((status, [(header::LOCATION, location)]).into_response())
+}

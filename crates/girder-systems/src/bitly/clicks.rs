@@ -1,0 +1,131 @@
+//! Click counting without a database write per redirect (Pattern: Write
+//! Batching & Buffering). Redirects increment an in-memory map; a flusher
+//! writes the map to the store in one transaction every interval, when the map
+//! reaches its key bound, and on graceful shutdown.
+//!
+//! The trade-off, as the catalogue says: counts are eventually consistent, and a
+//! crash loses at most one interval's clicks of this instance. Counts that
+//! cannot be buffered because the map is full and the store is failing are
+//! dropped and counted in `girder_bitly_clicks_dropped_total`, never allowed to
+//! grow memory without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::store::LinkStore;
+
+/// Bounds and timing of the click buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct ClickBufferConfig {
+    /// Flush at least this often.
+    pub flush_interval_ms: u64,
+    /// Distinct codes held before a flush is forced; beyond this clicks are dropped.
+    pub keys_max: usize,
+}
+
+impl Default for ClickBufferConfig {
+    fn default() -> Self {
+        Self { flush_interval_ms: 1_000, keys_max: 10_000 }
+    }
+}
+
+/// Buffered click counts, shared by the redirect handler and the flusher.
+#[derive(Debug)]
+pub struct ClickBuffer {
+    pending: Mutex<HashMap<String, u64>>,
+    config: ClickBufferConfig,
+    wake: Notify,
+}
+
+impl ClickBuffer {
+    /// An empty buffer.
+    #[must_use]
+    pub fn new(config: ClickBufferConfig) -> Arc<Self> {
+        Arc::new(Self { pending: Mutex::new(HashMap::new()), config, wake: Notify::new() })
+    }
+
+    /// Counts one click on `code`. Never blocks on I/O.
+    pub fn record(&self, code: &str) {
+        let mut pending = self.pending.lock();
+        if let Some(n) = pending.get_mut(code) {
+            *n += 1;
+            return;
+        }
+        if pending.len() >= self.config.keys_max {
+            drop(pending);
+            metrics::counter!("girder_bitly_clicks_dropped_total").increment(1);
+            self.wake.notify_one();
+            return;
+        }
+        pending.insert(code.to_owned(), 1);
+        if pending.len() >= self.config.keys_max {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Clicks on `code` recorded here and not yet flushed.
+    #[must_use]
+    pub fn pending(&self, code: &str) -> u64 {
+        self.pending.lock().get(code).copied().unwrap_or(0)
+    }
+
+    /// Writes everything buffered to `store` in one batch. On failure the counts
+    /// are merged back (up to the key bound) for the next attempt.
+    ///
+    /// # Errors
+    /// The store failed; the counts are retained where the bound allows.
+    pub async fn flush(&self, store: &LinkStore) -> Result<usize, super::store::StoreError> {
+        let batch: Vec<(String, u64)> =
+            std::mem::take(&mut *self.pending.lock()).into_iter().collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match store.add_clicks(&batch).await {
+            Ok(()) => {
+                metrics::counter!("girder_bitly_click_flushes_total").increment(1);
+                Ok(batch.len())
+            }
+            Err(e) => {
+                let mut pending = self.pending.lock();
+                for (code, n) in batch {
+                    if let Some(existing) = pending.get_mut(&code) {
+                        *existing += n;
+                    } else if pending.len() < self.config.keys_max {
+                        pending.insert(code, n);
+                    } else {
+                        metrics::counter!("girder_bitly_clicks_dropped_total").increment(n);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes on the interval (or when woken by a full buffer) until `shutdown`
+    /// resolves, then flushes once more.
+    pub async fn run_flusher(
+        self: Arc<Self>,
+        store: LinkStore,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let interval = Duration::from_millis(self.config.flush_interval_ms.max(1));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(interval) => {}
+                () = self.wake.notified() => {}
+            }
+            if let Err(e) = self.flush(&store).await {
+                tracing::warn!(error = %e, "click flush failed; counts kept for the next attempt");
+            }
+        }
+        if let Err(e) = self.flush(&store).await {
+            tracing::error!(error = %e, "final click flush failed; buffered clicks lost");
+        }
+    }
+}

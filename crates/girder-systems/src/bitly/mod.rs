@@ -1,0 +1,177 @@
+//! Bit.ly: a URL shortener. The smallest system that exercises ID generation
+//! (Pattern: Counter with Base62 Encoding, with counter batching), a read-heavy
+//! redirect path, and batched writes (Pattern: Write Batching & Buffering) on
+//! either storage engine.
+//!
+//! HTTP surface: `POST /api/bitly/urls`, `GET /api/bitly/urls/{code}`,
+//! `GET /api/bitly/urls/{code}/stats`, and the redirect `GET /{code}`.
+
+mod api;
+mod clicks;
+mod codes;
+mod resolve;
+mod store;
+pub mod validate;
+
+use std::sync::Arc;
+
+use girder_core::Clock;
+
+pub use api::{BitlyApi, ErrorKind, LinkStats, LinkView, ShortenRequest, ShortenResponse};
+pub use clicks::{ClickBuffer, ClickBufferConfig};
+pub use codes::{CODE_LEN, CodeMinter, CodeMode, MintError};
+pub use resolve::Resolver;
+pub use store::{Link, LinkStore, StoreError};
+pub use validate::Reserved;
+
+/// Which redirect status `GET /{code}` answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectKind {
+    /// 302 Found: every click reaches the server and is counted. The default.
+    #[default]
+    Found,
+    /// 301 Moved Permanently: browsers cache it, so repeat clicks go uncounted.
+    Permanent,
+}
+
+/// How generated codes are derived from the counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeStyle {
+    /// Base62 of the counter: ordered and guessable.
+    #[default]
+    Sequential,
+    /// Base62 of a keyed permutation of the counter: unique, not enumerable.
+    Scrambled,
+}
+
+/// Everything Bit.ly needs to start.
+#[derive(Debug, Clone)]
+pub struct BitlyConfig {
+    /// `sqlite:PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Connection pool bound.
+    pub max_connections: u32,
+    /// The origin short links are served from, e.g. `http://127.0.0.1:8080`.
+    pub public_url: String,
+    /// Redirect status.
+    pub redirect: RedirectKind,
+    /// Code derivation.
+    pub code_style: CodeStyle,
+    /// Ids leased from the counter at a time.
+    pub id_batch_size: u64,
+    /// Click buffering.
+    pub clicks: ClickBufferConfig,
+    /// Top-level paths no code may take.
+    pub reserved: Reserved,
+}
+
+/// A running Bit.ly: store, code minter, click buffer and lookup seam.
+pub struct Bitly {
+    store: LinkStore,
+    minter: CodeMinter,
+    clicks: Arc<ClickBuffer>,
+    resolver: Resolver,
+    clock: Arc<dyn Clock>,
+    config: BitlyConfig,
+}
+
+impl std::fmt::Debug for Bitly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitly")
+            .field("engine", &self.store.engine())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The settings row holding the scrambling key, shared by all instances.
+const CODE_KEY_SETTING: &str = "code_key";
+
+impl Bitly {
+    /// Connects to the store, creates the schema and prepares the minter.
+    ///
+    /// # Errors
+    /// The database cannot be reached or migrated, or its stored key is corrupt.
+    pub async fn open(config: BitlyConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StoreError> {
+        let store = LinkStore::connect(&config.database_url, config.max_connections).await?;
+        let mode = match config.code_style {
+            CodeStyle::Sequential => CodeMode::Sequential,
+            CodeStyle::Scrambled => {
+                // The key lives in the database so every instance sharing it
+                // computes the same permutation; two keys would collide.
+                let fresh: [u8; 16] = rand::random();
+                let stored = store.setting_or_init(CODE_KEY_SETTING, &hex(&fresh)).await?;
+                let key = unhex16(&stored).ok_or_else(|| {
+                    StoreError::Database(sqlx::Error::Protocol(format!(
+                        "bitly_settings.{CODE_KEY_SETTING} is not 32 hex digits"
+                    )))
+                })?;
+                let space = girder_id::base62::capacity(CODE_LEN as u32);
+                let permutation =
+                    girder_id::permute::KeyedPermutation::new(key, space).map_err(|e| {
+                        StoreError::Database(sqlx::Error::Protocol(format!(
+                            "code permutation: {e}"
+                        )))
+                    })?;
+                CodeMode::Scrambled(permutation)
+            }
+        };
+        let source = store.id_source("bitly_codes").await?;
+        let minter = CodeMinter::new(source, config.id_batch_size, mode, config.reserved.clone());
+        let clicks = ClickBuffer::new(config.clicks);
+        let resolver = Resolver::new(store.clone());
+        Ok(Arc::new(Self { store, minter, clicks, resolver, clock, config }))
+    }
+
+    /// The link store.
+    #[must_use]
+    pub fn store(&self) -> &LinkStore {
+        &self.store
+    }
+
+    /// Runs the click flusher until `shutdown` resolves, then flushes what is
+    /// left. The caller joins this future on shutdown.
+    pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let clicks = Arc::clone(&self.clicks);
+        clicks.run_flusher(self.store.clone(), shutdown).await;
+    }
+
+    /// Flushes buffered clicks now.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn flush_clicks(&self) -> Result<usize, StoreError> {
+        self.clicks.flush(&self.store).await
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let key = [0u8, 1, 0xab, 0xff, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 0x80];
+        assert_eq!(unhex16(&hex(&key)), Some(key));
+        assert_eq!(unhex16("zz"), None);
+        assert_eq!(unhex16(&"g".repeat(32)), None);
+        assert_eq!(unhex16(&"é".repeat(16)), None);
+    }
+}

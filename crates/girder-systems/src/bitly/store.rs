@@ -1,0 +1,313 @@
+//! Where links live: SQLite (the embedded default) or PostgreSQL (shared by
+//! several instances). Both speak the same small interface; the SQL differs only
+//! where the dialects do.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use girder_id::counter::{AnySource, PostgresSource, SqliteSource};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+
+/// A stored short link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The short code (generated or a custom alias).
+    pub code: String,
+    /// The destination URL, already validated.
+    pub url: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Expiry time, Unix milliseconds; `None` never expires.
+    pub expires_at_ms: Option<i64>,
+    /// Clicks flushed to the store so far (buffered clicks are not included).
+    pub clicks: i64,
+}
+
+/// Failures of the link store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is neither `sqlite:` nor `postgres:`.
+    #[error("unsupported database url {0:?}: expected sqlite:PATH or postgres://...")]
+    UnsupportedUrl(String),
+    /// The code is already taken.
+    #[error("code already exists")]
+    Conflict,
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The id counter failed.
+    #[error("id counter: {0}")]
+    Counter(#[from] girder_id::counter::LeaseError),
+}
+
+/// The link store: one enum, because the set of engines is known.
+#[derive(Debug, Clone)]
+pub enum LinkStore {
+    /// A SQLite file in WAL mode.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL database, possibly shared by several instances.
+    Postgres(PgPool),
+}
+
+/// How long a statement waits for a connection or a SQLite lock before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl LinkStore {
+    /// Connects to `url` (`sqlite:PATH` or `postgres://...`) and creates the schema
+    /// if it is missing.
+    ///
+    /// # Errors
+    /// An unsupported URL or a database that cannot be reached or migrated.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let store = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // NORMAL in WAL mode loses nothing on a process crash, only on power loss.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(ACQUIRE_TIMEOUT);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
+            Self::Sqlite(pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
+            Self::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The engine's name, for logs and metrics.
+    #[must_use]
+    pub const fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        const TABLES: &str = "
+            CREATE TABLE IF NOT EXISTS bitly_links (
+                code TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                expires_at_ms BIGINT,
+                clicks BIGINT NOT NULL DEFAULT 0
+            );
+            CREATE TABLE IF NOT EXISTS bitly_settings (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            );";
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::raw_sql(TABLES).execute(pool).await?;
+            }
+            Self::Postgres(pool) => {
+                // Concurrent CREATE TABLE IF NOT EXISTS can still collide in the
+                // catalog; instances starting together serialise on a lock.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7411862001)").execute(&mut *tx).await?;
+                sqlx::raw_sql(TABLES).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A counter on this same database, for minting codes.
+    ///
+    /// # Errors
+    /// The counter table cannot be created.
+    pub async fn id_source(&self, counter: &str) -> Result<AnySource, StoreError> {
+        Ok(match self {
+            Self::Sqlite(pool) => {
+                AnySource::Sqlite(SqliteSource::new(pool.clone(), counter).await?)
+            }
+            Self::Postgres(pool) => {
+                AnySource::Postgres(PostgresSource::new(pool.clone(), counter).await?)
+            }
+        })
+    }
+
+    /// Whether the database answers.
+    ///
+    /// # Errors
+    /// The database is unreachable.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Self::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts a new link.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the code exists; database failures.
+    pub async fn insert(&self, link: &Link) -> Result<(), StoreError> {
+        let result = match self {
+            Self::Sqlite(pool) => sqlx::query(
+                "INSERT INTO bitly_links (code, url, created_at_ms, expires_at_ms, clicks) \
+                 VALUES (?, ?, ?, ?, 0)",
+            )
+            .bind(&link.code)
+            .bind(&link.url)
+            .bind(link.created_at_ms)
+            .bind(link.expires_at_ms)
+            .execute(pool)
+            .await
+            .map(drop),
+            Self::Postgres(pool) => sqlx::query(
+                "INSERT INTO bitly_links (code, url, created_at_ms, expires_at_ms, clicks) \
+                 VALUES ($1, $2, $3, $4, 0)",
+            )
+            .bind(&link.code)
+            .bind(&link.url)
+            .bind(link.created_at_ms)
+            .bind(link.expires_at_ms)
+            .execute(pool)
+            .await
+            .map(drop),
+        };
+        match result {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
+            other => Ok(other?),
+        }
+    }
+
+    /// Looks a code up.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn get(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        const SELECT: &str =
+            "SELECT code, url, created_at_ms, expires_at_ms, clicks FROM bitly_links";
+        let row = match self {
+            Self::Sqlite(pool) => sqlx::query(&format!("{SELECT} WHERE code = ?"))
+                .bind(code)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| link_from_row(&r)),
+            Self::Postgres(pool) => sqlx::query(&format!("{SELECT} WHERE code = $1"))
+                .bind(code)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| link_from_row(&r)),
+        };
+        row.transpose().map_err(StoreError::from)
+    }
+
+    /// Adds buffered click counts in one transaction.
+    ///
+    /// # Errors
+    /// Database failures; then nothing of the batch is applied.
+    pub async fn add_clicks(&self, batch: &[(String, u64)]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                for (code, n) in batch {
+                    sqlx::query("UPDATE bitly_links SET clicks = clicks + ? WHERE code = ?")
+                        .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+                        .bind(code)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Self::Postgres(pool) => {
+                let codes: Vec<&str> = batch.iter().map(|(c, _)| c.as_str()).collect();
+                let counts: Vec<i64> =
+                    batch.iter().map(|(_, n)| i64::try_from(*n).unwrap_or(i64::MAX)).collect();
+                // One statement for the whole batch: the point of buffering.
+                sqlx::query(
+                    "UPDATE bitly_links AS l SET clicks = l.clicks + v.n \
+                     FROM UNNEST($1::text[], $2::bigint[]) AS v(code, n) WHERE l.code = v.code",
+                )
+                .bind(&codes)
+                .bind(&counts)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the stored value of setting `name`, storing `init` first if it has
+    /// none. Every instance sharing the database sees the same value.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn setting_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
+        let value: String = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query("INSERT INTO bitly_settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(init)
+                    .execute(pool)
+                    .await?;
+                sqlx::query_scalar("SELECT value FROM bitly_settings WHERE name = ?")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Self::Postgres(pool) => {
+                sqlx::query("INSERT INTO bitly_settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(init)
+                    .execute(pool)
+                    .await?;
+                sqlx::query_scalar("SELECT value FROM bitly_settings WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(value)
+    }
+
+    /// Closes the pool, waiting for in-flight statements.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn link_from_row<R: Row>(row: &R) -> Result<Link, sqlx::Error>
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Link {
+        code: row.try_get("code")?,
+        url: row.try_get("url")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        clicks: row.try_get("clicks")?,
+    })
+}

@@ -1,0 +1,7 @@
+//! The reference systems of the catalogue, each an axum `Router` over Girder's
+//! pattern crates. Systems speak HTTP; the pattern crates they use do not.
+
+pub mod bitly;
+pub mod catalog;
+pub mod extract;
+pub mod problem;

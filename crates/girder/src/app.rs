@@ -1,0 +1,158 @@
+//! Assembles the server: every system's router, the operational endpoints
+//! (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`), the dashboard, and
+//! the layers every request passes through (request id, tracing, metrics,
+//! body limit, problem-shaped fallbacks).
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use girder_core::Clock;
+use girder_systems::bitly::{Bitly, BitlyApi};
+use girder_systems::catalog::{SYSTEMS, SystemInfo};
+use girder_systems::problem::Problem;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+use crate::config::Config;
+use crate::telemetry;
+
+/// The running systems behind one server.
+#[derive(Debug, Clone)]
+pub struct Systems {
+    /// Bit.ly.
+    pub bitly: Arc<Bitly>,
+}
+
+impl Systems {
+    /// Opens every system's storage.
+    ///
+    /// # Errors
+    /// A store cannot be opened.
+    pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        if let Some(dir) = sqlite_parent_dir(&config.bitly.database_url) {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
+        }
+        let bitly = Bitly::open(config.bitly.clone(), clock).await?;
+        Ok(Self { bitly })
+    }
+}
+
+/// The directory a `sqlite:` URL's file lives in, so it can be created first.
+fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite:")?;
+    let path = path.strip_prefix("//").unwrap_or(path);
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).map(Into::into)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Girder",
+        description = "System design patterns, running. Every error is an RFC 9457 problem."
+    ),
+    paths(healthz, readyz, metrics_text, systems_list),
+    components(schemas(SystemInfo, Problem))
+)]
+struct ServerApi;
+
+/// The whole OpenAPI document.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ServerApi::openapi();
+    doc.merge(BitlyApi::openapi());
+    doc
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The complete router.
+pub fn router(systems: &Systems, config: &Config) -> Router {
+    // Metrics recorded before the recorder exists are lost: install it first.
+    telemetry::prometheus();
+    let openapi = Arc::new(openapi());
+    let ops = Router::new()
+        .route("/", get(dashboard))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/api/systems", get(systems_list))
+        .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
+        .with_state(systems.clone());
+    Router::new()
+        .merge(ops)
+        .nest("/api/bitly", systems.bitly.api_router())
+        .merge(systems.bitly.redirect_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(telemetry::track))
+        .layer(DefaultBodyLimit::max(config.body_bytes_max))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn not_found(uri: Uri) -> Problem {
+    Problem::not_found("no route matches this path").instance(uri.path().to_owned())
+}
+
+async fn method_not_allowed(uri: Uri) -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+        .instance(uri.path().to_owned())
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "Alive", body = String)))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: every store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = String),
+        (status = 503, description = "A store is unreachable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(systems): State<Systems>) -> Response {
+    match systems.bitly.store().ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => Problem::unavailable(format!("bitly store: {e}")).into_response(),
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
+async fn metrics_text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::prometheus().render())
+        .into_response()
+}
+
+/// The reference systems and their status.
+#[utoipa::path(get, path = "/api/systems", tag = "ops", responses((status = 200, description = "Systems", body = [SystemInfo])))]
+async fn systems_list() -> Json<&'static [SystemInfo]> {
+    Json(&SYSTEMS)
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("../assets/index.html"))
+}

@@ -1,0 +1,212 @@
+//! Configuration of `girder serve`: flags, then `GIRDER_*` environment
+//! variables, then an optional TOML file, then defaults — first one wins.
+//!
+//! One struct serves as both the clap arguments and the TOML shape, so a
+//! setting has the same name everywhere (`--id-batch-size`, `GIRDER_ID_BATCH_SIZE`,
+//! `id_batch_size = ...`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use girder_systems::bitly::{BitlyConfig, ClickBufferConfig, CodeStyle, RedirectKind, Reserved};
+use serde::Deserialize;
+
+/// Settings of `girder serve`; every field optional so sources can be layered.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "GIRDER_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Directory for embedded data (the SQLite file) [default: ./girder-data].
+    #[arg(long, env = "GIRDER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// System-of-record database: `sqlite:PATH` or `postgres://...`
+    /// [default: sqlite:<data-dir>/girder.db].
+    #[arg(long, env = "GIRDER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Database connections per instance [default: 16].
+    #[arg(long, env = "GIRDER_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Origin of short links, e.g. https://sho.rt [default: http://<bind>].
+    #[arg(long, env = "GIRDER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Redirect status for short links: `found` (302) or `permanent` (301) [default: found].
+    #[arg(long, env = "GIRDER_BITLY_REDIRECT")]
+    pub bitly_redirect: Option<String>,
+    /// Short code style: `sequential` or `scrambled` (keyed permutation) [default: sequential].
+    #[arg(long, env = "GIRDER_BITLY_CODES")]
+    pub bitly_codes: Option<String>,
+    /// Ids leased from the shared counter at a time [default: 1000].
+    #[arg(long, env = "GIRDER_ID_BATCH_SIZE")]
+    pub id_batch_size: Option<u64>,
+    /// How often buffered click counts are flushed, in ms [default: 1000].
+    #[arg(long, env = "GIRDER_CLICK_FLUSH_INTERVAL_MS")]
+    pub click_flush_interval_ms: Option<u64>,
+    /// Largest accepted request body, in bytes [default: 16384].
+    #[arg(long, env = "GIRDER_BODY_BYTES_MAX")]
+    pub body_bytes_max: Option<usize>,
+    /// How long shutdown waits for in-flight requests, in ms [default: 10000].
+    #[arg(long, env = "GIRDER_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+impl ServeSettings {
+    /// Fills every unset field from `other`.
+    #[must_use]
+    pub fn or(self, other: Self) -> Self {
+        Self {
+            bind: self.bind.or(other.bind),
+            data_dir: self.data_dir.or(other.data_dir),
+            database_url: self.database_url.or(other.database_url),
+            db_max_connections: self.db_max_connections.or(other.db_max_connections),
+            public_url: self.public_url.or(other.public_url),
+            bitly_redirect: self.bitly_redirect.or(other.bitly_redirect),
+            bitly_codes: self.bitly_codes.or(other.bitly_codes),
+            id_batch_size: self.id_batch_size.or(other.id_batch_size),
+            click_flush_interval_ms: self.click_flush_interval_ms.or(other.click_flush_interval_ms),
+            body_bytes_max: self.body_bytes_max.or(other.body_bytes_max),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(other.shutdown_grace_ms),
+        }
+    }
+
+    /// Reads a TOML file of settings.
+    ///
+    /// # Errors
+    /// The file is unreadable or not valid settings.
+    pub fn from_toml_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Applies defaults and validates.
+    ///
+    /// # Errors
+    /// A setting is out of range or unparsable.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let bind = self.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("girder-data"));
+        let database_url = match self.database_url {
+            Some(url) => url,
+            None => format!("sqlite:{}", data_dir.join("girder.db").display()),
+        };
+        let redirect = match self.bitly_redirect.as_deref().unwrap_or("found") {
+            "found" | "302" => RedirectKind::Found,
+            "permanent" | "301" => RedirectKind::Permanent,
+            other => bail!("bitly_redirect must be `found` or `permanent`, got {other:?}"),
+        };
+        let code_style = match self.bitly_codes.as_deref().unwrap_or("sequential") {
+            "sequential" => CodeStyle::Sequential,
+            "scrambled" => CodeStyle::Scrambled,
+            other => bail!("bitly_codes must be `sequential` or `scrambled`, got {other:?}"),
+        };
+        let id_batch_size = self.id_batch_size.unwrap_or(1_000);
+        if !(1..=1_000_000).contains(&id_batch_size) {
+            bail!("id_batch_size must be 1..=1000000, got {id_batch_size}");
+        }
+        let db_max_connections = self.db_max_connections.unwrap_or(16);
+        if !(1..=1_024).contains(&db_max_connections) {
+            bail!("db_max_connections must be 1..=1024, got {db_max_connections}");
+        }
+        let click_flush_interval_ms = self.click_flush_interval_ms.unwrap_or(1_000);
+        if !(1..=3_600_000).contains(&click_flush_interval_ms) {
+            bail!("click_flush_interval_ms must be 1..=3600000, got {click_flush_interval_ms}");
+        }
+        let body_bytes_max = self.body_bytes_max.unwrap_or(16 * 1024);
+        if !(256..=64 * 1024 * 1024).contains(&body_bytes_max) {
+            bail!("body_bytes_max must be 256..=67108864, got {body_bytes_max}");
+        }
+        let public_url = self.public_url.unwrap_or_else(|| format!("http://{bind}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("public_url must start with http:// or https://, got {public_url:?}");
+        }
+        Ok(Config {
+            bind,
+            data_dir,
+            body_bytes_max,
+            shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(10_000),
+            bitly: BitlyConfig {
+                database_url,
+                max_connections: db_max_connections,
+                public_url,
+                redirect,
+                code_style,
+                id_batch_size,
+                clicks: ClickBufferConfig {
+                    flush_interval_ms: click_flush_interval_ms,
+                    ..Default::default()
+                },
+                reserved: Reserved::server_paths(),
+            },
+        })
+    }
+}
+
+/// Resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Embedded data directory.
+    pub data_dir: PathBuf,
+    /// Body size bound.
+    pub body_bytes_max: usize,
+    /// Shutdown grace period.
+    pub shutdown_grace_ms: u64,
+    /// Bit.ly's configuration.
+    pub bitly: BitlyConfig,
+}
+
+/// Loads settings: `cli` (flags and env, already merged by clap), then the TOML
+/// file at `config_path` (or `./girder.toml` if it exists), then defaults.
+///
+/// # Errors
+/// An explicitly named file is missing, or any file or value is invalid.
+pub fn load(cli: ServeSettings, config_path: Option<&Path>) -> anyhow::Result<Config> {
+    let file = match config_path {
+        Some(path) => ServeSettings::from_toml_file(path)?,
+        None if Path::new("girder.toml").exists() => {
+            ServeSettings::from_toml_file(Path::new("girder.toml"))?
+        }
+        None => ServeSettings::default(),
+    };
+    cli.or(file).resolve()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let cli = ServeSettings { id_batch_size: Some(7), ..Default::default() };
+        let file: ServeSettings =
+            toml::from_str("id_batch_size = 9\nbitly_redirect = \"permanent\"").unwrap();
+        let config = cli.or(file).resolve().unwrap();
+        assert_eq!(config.bitly.id_batch_size, 7);
+        assert_eq!(config.bitly.redirect, RedirectKind::Permanent);
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert!(config.bitly.database_url.starts_with("sqlite:girder-data"));
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let check = |toml_text: &str, want: &str| {
+            let err = toml::from_str::<ServeSettings>(toml_text)
+                .map_err(anyhow::Error::from)
+                .and_then(ServeSettings::resolve)
+                .unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains(want), "{toml_text}: {text}");
+        };
+        check("id_batch_size = 0", "id_batch_size must be");
+        check("bitly_redirect = \"307\"", "bitly_redirect must be");
+        check("bitly_codes = \"random\"", "bitly_codes must be");
+        check("public_url = \"ftp://x\"", "public_url must start");
+        check("no_such_setting = 1", "unknown field");
+        check("bind = \"not an address\"", "invalid");
+    }
+}

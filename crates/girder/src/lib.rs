@@ -1,0 +1,7 @@
+//! The `girder` binary's library half: configuration, server assembly and the
+//! serve loop, exposed so integration tests can build the same app in-process.
+
+pub mod app;
+pub mod config;
+pub mod serve;
+pub mod telemetry;

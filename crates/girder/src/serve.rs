@@ -1,0 +1,77 @@
+//! `girder serve`: bind, serve until SIGINT/SIGTERM, drain in-flight requests,
+//! then stop background work (flushing buffered writes) and close stores.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use girder_core::SystemClock;
+use tokio::sync::watch;
+
+use crate::app::{self, Systems};
+use crate::config::Config;
+
+/// Runs the server until a shutdown signal arrives.
+///
+/// # Errors
+/// Start-up failures: a store cannot be opened or the address cannot be bound.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    crate::telemetry::prometheus();
+    let systems = Systems::open(&config, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        address = %local,
+        store = systems.bitly.store().engine(),
+        "girder serving; dashboard at http://{local}/"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = tokio::spawn(Arc::clone(&systems.bitly).run_background(stopped(stop_rx)));
+
+    let router = app::router(&systems, &config);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    server.await.context("serving")?;
+    tracing::info!("shutting down: flushing buffered writes");
+
+    // In-flight requests have drained; now let background work finish its last flush.
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(grace, background).await.is_err() {
+        tracing::warn!(grace_ms = config.shutdown_grace_ms, "background work did not stop in time");
+    }
+    systems.bitly.store().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

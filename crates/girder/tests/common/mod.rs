@@ -1,0 +1,200 @@
+//! Shared test plumbing: databases per backend, an in-process app, and real
+//! `girder serve` processes for the tests that kill or multiply the server.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use girder::app::{self, Systems};
+use girder::config::ServeSettings;
+use girder_core::Clock;
+use girder_core::services::{Service, require};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL
+/// database created for the test and dropped after.
+pub enum TestDb {
+    Sqlite { dir: tempfile::TempDir, url: String },
+    Postgres { admin_url: String, name: String, url: String },
+}
+
+impl TestDb {
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("girder.db").display());
+        Self::Sqlite { dir, url }
+    }
+
+    /// A fresh database on the configured PostgreSQL, or `None` (skip) when it is
+    /// unreachable outside CI.
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let admin_url = require(Service::Postgres, test)?;
+        let name = format!("girder_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create db");
+        admin.close().await;
+        let base = admin_url.split('?').next().unwrap_or(&admin_url);
+        let (server, _db) = base.rsplit_once('/').expect("postgres url has a path");
+        let url = format!("{server}/{name}");
+        Some(Self::Postgres { admin_url, name, url })
+    }
+
+    /// SQLite, plus PostgreSQL when reachable.
+    pub async fn all(test: &str) -> Vec<Self> {
+        let mut dbs = vec![Self::sqlite()];
+        dbs.extend(Self::postgres(test).await);
+        dbs
+    }
+
+    pub async fn drop_db(self) {
+        if let Self::Postgres { admin_url, name, .. } = self {
+            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+                admin.close().await;
+            }
+        }
+    }
+}
+
+/// An in-process app on `db` with the given clock and extra settings.
+pub async fn app_with(
+    db: &TestDb,
+    clock: Arc<dyn Clock>,
+    settings: ServeSettings,
+) -> (Router, Systems) {
+    let settings = ServeSettings {
+        database_url: Some(db.url().to_owned()),
+        public_url: Some("http://sho.rt".to_owned()),
+        db_max_connections: Some(8),
+        ..settings
+    };
+    let config = settings.resolve().expect("valid settings");
+    let systems = Systems::open(&config, clock).await.expect("open systems");
+    (app::router(&systems, &config), systems)
+}
+
+pub async fn app(db: &TestDb) -> (Router, Systems) {
+    app_with(db, Arc::new(girder_core::SystemClock), ServeSettings::default()).await
+}
+
+/// A response, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+    Reply { status, headers, body }
+}
+
+pub async fn get(app: &Router, path: &str) -> Reply {
+    send(app, Request::get(path).body(Body::empty()).expect("request")).await
+}
+
+pub async fn post_json(app: &Router, path: &str, body: &serde_json::Value) -> Reply {
+    let request = Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    send(app, request).await
+}
+
+/// A `girder serve` child process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Starts the real binary on a free port with `args` after `serve`, waiting
+    /// until it answers `/healthz`.
+    pub fn start(data_dir: &Path, database_url: &str, extra: &[&str]) -> Self {
+        let port =
+            TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_girder"))
+            .args(["serve", "--bind", &bind, "--database-url", database_url, "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn girder");
+        let server = Self { child, base: format!("http://{bind}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(&bind).is_ok() {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "girder did not start on {bind}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown hooks run.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client that does not follow redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client")
+}

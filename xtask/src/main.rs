@@ -1,0 +1,143 @@
+//! `cargo xtask <task>`: the project's automation, in Rust so it runs wherever
+//! cargo does.
+//!
+//! - `ci`: format check, clippy with warnings denied, every test (nextest when
+//!   installed, else `cargo test`), doc tests, then schemathesis against a live
+//!   server's `/openapi.json` when schemathesis is installed (required under `CI=true`).
+//! - `schemathesis`: only the last step.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let root = workspace_root()?;
+    match task.as_str() {
+        "ci" => ci(&root),
+        "schemathesis" => schemathesis(&root),
+        _ => bail!("usage: cargo xtask <ci|schemathesis>"),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn run(root: &Path, program: &str, args: &[&str]) -> anyhow::Result<()> {
+    eprintln!("\n==> {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    run(root, "cargo", &["fmt", "--all", "--check"])?;
+    run(
+        root,
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"],
+    )?;
+    if has_nextest() {
+        run(root, "cargo", &["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"])?;
+    } else {
+        eprintln!("cargo-nextest not installed; falling back to cargo test");
+        run(root, "cargo", &["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    }
+    run(root, "cargo", &["test", "--workspace", "--all-features", "--doc"])?;
+    schemathesis(root)?;
+    eprintln!("\nci passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Finds the schemathesis CLI (`st` or `schemathesis`).
+fn schemathesis_cli() -> Option<&'static str> {
+    ["st", "schemathesis"].into_iter().find(|cli| {
+        Command::new(cli)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn schemathesis(root: &Path) -> anyhow::Result<()> {
+    let Some(cli) = schemathesis_cli() else {
+        if in_ci() {
+            bail!("CI=true but schemathesis is not installed (pip install schemathesis)");
+        }
+        eprintln!("SKIPPED schemathesis: not installed (pip install schemathesis)");
+        return Ok(());
+    };
+    run(root, "cargo", &["build", "--package", "girder", "--bin", "girder"])?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let data = std::env::temp_dir().join(format!("girder-schemathesis-{port}"));
+    let _ = std::fs::remove_dir_all(&data);
+    let bind = format!("127.0.0.1:{port}");
+    let server = Command::new(root.join("target/debug/girder"))
+        .args(["serve", "--bind", &bind, "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting girder serve")?;
+    let _server = KillOnDrop(server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&bind).is_err() {
+        if Instant::now() > deadline {
+            bail!("girder serve did not listen on {bind} within 30s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("http://{bind}/openapi.json");
+    let examples = std::env::var("GIRDER_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());
+    let result = run(
+        root,
+        cli,
+        &[
+            "run",
+            &url,
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            &examples,
+            "--workers",
+            "2",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
