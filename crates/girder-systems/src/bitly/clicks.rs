@@ -129,3 +129,69 @@ impl ClickBuffer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitly::store::Link;
+
+    async fn store_with(codes: &[&str]) -> (tempfile::TempDir, LinkStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = LinkStore::connect(&url, 2).await.expect("store");
+        for code in codes {
+            let link = Link {
+                code: (*code).to_owned(),
+                url: "https://e.com/".to_owned(),
+                created_at_ms: 0,
+                expires_at_ms: None,
+                clicks: 0,
+            };
+            store.insert(&link).await.expect("insert");
+        }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn flush_moves_counts_to_the_store_in_one_batch() {
+        let (_dir, store) = store_with(&["aaa", "bbb"]).await;
+        let buffer = ClickBuffer::new(ClickBufferConfig::default());
+        for code in ["aaa", "bbb", "aaa", "aaa"] {
+            buffer.record(code);
+        }
+        assert_eq!(buffer.pending("aaa"), 3);
+        assert_eq!(buffer.flush(&store).await.expect("flush"), 2);
+        assert_eq!(buffer.pending("aaa"), 0);
+        let stored = |code: &'static str| {
+            let store = store.clone();
+            async move { store.get(code).await.expect("get").expect("exists").clicks }
+        };
+        assert_eq!(stored("aaa").await, 3);
+        assert_eq!(stored("bbb").await, 1);
+        buffer.record("aaa");
+        buffer.flush(&store).await.expect("flush");
+        assert_eq!(stored("aaa").await, 4);
+    }
+
+    #[tokio::test]
+    async fn the_key_bound_holds_and_failed_flushes_keep_counts() {
+        let (_dir, store) = store_with(&["aaa", "bbb"]).await;
+        let buffer = ClickBuffer::new(ClickBufferConfig { flush_interval_ms: 1_000, keys_max: 2 });
+        for code in ["aaa", "bbb", "ccc", "aaa"] {
+            buffer.record(code);
+        }
+        // The third distinct code does not fit: dropped, not grown into.
+        assert_eq!(
+            (buffer.pending("aaa"), buffer.pending("bbb"), buffer.pending("ccc")),
+            (2, 1, 0)
+        );
+
+        store.close().await;
+        assert!(buffer.flush(&store).await.is_err(), "a closed store cannot take the batch");
+        assert_eq!(
+            (buffer.pending("aaa"), buffer.pending("bbb")),
+            (2, 1),
+            "counts survive a failed flush"
+        );
+    }
+}

@@ -81,3 +81,60 @@ impl CodeMinter {
         Err(MintError::Exhausted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use girder_id::counter::MemorySource;
+
+    use super::*;
+
+    fn minter(mode: CodeMode, reserved: &[&str]) -> CodeMinter {
+        let source = AnySource::Memory(MemorySource::new(0));
+        CodeMinter::new(source, 3, mode, Reserved::new(reserved))
+    }
+
+    #[tokio::test]
+    async fn sequential_codes_skip_reserved_words() {
+        // "0000001" plays the part of a server path that a code would shadow.
+        let minter = minter(CodeMode::Sequential, &["0000001"]);
+        let mut codes = Vec::new();
+        for _ in 0..4 {
+            codes.push(minter.mint().await.expect("mint"));
+        }
+        assert_eq!(codes, ["0000000", "0000002", "0000003", "0000004"]);
+    }
+
+    #[tokio::test]
+    async fn a_code_that_spells_a_server_path_is_skipped() {
+        // The id whose code is literally "healthz" must never be issued as a code.
+        let id = base62::decode("healthz").expect("valid base62");
+        let source = AnySource::Memory(MemorySource::new(id - 1));
+        let minter = CodeMinter::new(source, 10, CodeMode::Sequential, Reserved::server_paths());
+        let first = minter.mint().await.expect("mint");
+        let second = minter.mint().await.expect("mint");
+        assert_eq!(base62::decode(&first).expect("code"), id - 1);
+        assert_eq!(base62::decode(&second).expect("code"), id + 1);
+    }
+
+    #[tokio::test]
+    async fn scrambled_codes_are_a_permutation() {
+        let space = base62::capacity(CODE_LEN as u32);
+        let permutation = KeyedPermutation::new([7; 16], space).expect("permutation");
+        let minter = minter(CodeMode::Scrambled(permutation), &[]);
+        let mut codes = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let code = minter.mint().await.expect("mint");
+            assert_eq!(code.len(), CODE_LEN);
+            assert!(codes.insert(code), "duplicate scrambled code");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exhausted_code_space_is_an_error_not_a_longer_code() {
+        let space = base62::capacity(CODE_LEN as u32);
+        let source = AnySource::Memory(MemorySource::new(space - 1));
+        let minter = CodeMinter::new(source, 1, CodeMode::Sequential, Reserved::default());
+        assert_eq!(minter.mint().await.expect("last code"), "zzzzzzz");
+        assert!(matches!(minter.mint().await, Err(MintError::Exhausted)));
+    }
+}
