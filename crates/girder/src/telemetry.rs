@@ -1,6 +1,7 @@
 //! Logs, metrics and request ids: tracing to stderr, a Prometheus recorder
 //! installed once per process, and a middleware timing every request by route.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Instant;
 
