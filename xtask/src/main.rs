@@ -5,6 +5,9 @@
 //!   installed, else `cargo test`), doc tests, then schemathesis against a live
 //!   server's `/openapi.json` when schemathesis is installed (required under `CI=true`).
 //! - `schemathesis`: only the last step.
+//! - `bench-http`: shorten/redirect throughput against a bare axum 302 with wrk.
+
+mod bench_http;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,8 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "ci" => ci(&root),
         "schemathesis" => schemathesis(&root),
-        _ => bail!("usage: cargo xtask <ci|schemathesis>"),
+        "bench-http" => bench_http::bench_http(&root),
+        _ => bail!("usage: cargo xtask <ci|schemathesis|bench-http>"),
     }
 }
 

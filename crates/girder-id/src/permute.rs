@@ -10,8 +10,6 @@
 //! This hides order from casual observers; it is not an encryption scheme with a
 //! security proof at these tiny block sizes.
 
-use std::hash::Hasher;
-
 use siphasher::sip::SipHasher24;
 use thiserror::Error;
 
@@ -43,7 +41,8 @@ pub enum PermuteError {
 /// golden tests and never changes between versions or platforms.
 #[derive(Clone)]
 pub struct KeyedPermutation {
-    key: [u8; 16],
+    /// SipHash-2-4 with the key already mixed into its initial state.
+    hasher: SipHasher24,
     domain: u64,
     /// Bits in each Feistel half; the network permutes `[0, 2^(2 * half_bits))`.
     half_bits: u32,
@@ -76,7 +75,7 @@ impl KeyedPermutation {
         let bits = (u64::BITS - (domain - 1).leading_zeros()).max(2);
         let half_bits = bits.div_ceil(2);
         let half_mask = if half_bits == 32 { u64::from(u32::MAX) } else { (1 << half_bits) - 1 };
-        Ok(Self { key, domain, half_bits, half_mask })
+        Ok(Self { hasher: SipHasher24::new_with_key(&key), domain, half_bits, half_mask })
     }
 
     /// The domain size: inputs and outputs are in `[0, domain)`.
@@ -130,9 +129,9 @@ impl KeyedPermutation {
         // different block sizes.
         input[1] = self.half_bits as u8;
         input[2..].copy_from_slice(&half.to_le_bytes());
-        let mut hasher = SipHasher24::new_with_key(&self.key);
-        hasher.write(&input);
-        hasher.finish() & self.half_mask
+        // One-shot hashing of the whole input: the same value as write + finish, without
+        // the streaming buffer.
+        self.hasher.hash(&input) & self.half_mask
     }
 
     fn forward(&self, x: u64) -> u64 {

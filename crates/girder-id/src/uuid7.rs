@@ -58,7 +58,6 @@ impl UuidV7Generator {
     /// timestamp is advanced by one millisecond instead. A clock that steps back is
     /// treated as not having moved, so order holds.
     #[must_use]
-    #[allow(clippy::should_implement_trait)] // not an Iterator: it never ends
     pub fn next(&self) -> Uuid {
         let now_ms = unix_ms() & TIMESTAMP_MASK;
         let mut rng = rand::rng();

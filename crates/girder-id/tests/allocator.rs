@@ -71,7 +71,9 @@ async fn batch_size_is_validated() {
             Some(want.clone())
         );
         let alloc = IdAllocator::new(MemorySource::new(0), config(bad));
+        assert_eq!(alloc.try_next(), None);
         assert_eq!(alloc.next_id().await, Err(want));
+        assert_eq!(alloc.try_next(), None);
         assert_eq!(alloc.source().peek(), 0, "an invalid size leased nothing");
     }
     for good in [1, 1000, MAX_LEASE_SIZE] {

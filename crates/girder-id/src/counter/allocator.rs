@@ -9,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 
+use super::cursor::Cursor;
 use super::{LeaseError, MAX_LEASE_SIZE, RangeSource, check_lease_size};
 
 /// How an [`IdAllocator`] leases.
@@ -35,12 +36,10 @@ impl AllocatorConfig {
     }
 }
 
-/// State shared by callers; the mutex is only ever held for a few instructions and
-/// never across an `.await`.
+/// Coordination of the slow path; the mutex is only ever held for a few instructions
+/// and never across an `.await`. Leases are installed into the cursor under it.
 #[derive(Debug)]
 struct State {
-    /// The unused part of the current lease.
-    range: Range<u64>,
     /// Whether some caller is leasing right now (the others wait for it).
     leasing: bool,
     /// Counts finished lease attempts, so a waiter knows when the one it waited for ended.
@@ -61,6 +60,12 @@ struct State {
 pub struct IdAllocator<S> {
     source: S,
     batch_size: u64,
+    /// The length of every lease as the cursor sees it: `batch_size`, or 0 for an
+    /// invalid batch size (nothing is ever installed then, and `try_next` must not
+    /// read the empty cursor as a lease).
+    lease_len: u64,
+    /// The current lease, read without locking by `try_next`.
+    cursor: Cursor,
     state: Mutex<State>,
 }
 
@@ -73,8 +78,9 @@ impl<S: RangeSource> IdAllocator<S> {
         Self {
             source,
             batch_size: config.batch_size,
+            lease_len: if config.validate().is_ok() { config.batch_size } else { 0 },
+            cursor: Cursor::empty(),
             state: Mutex::new(State {
-                range: 0..0,
                 leasing: false,
                 attempts: 0,
                 last_error: None,
@@ -94,8 +100,9 @@ impl<S: RangeSource> IdAllocator<S> {
 
     /// The next id of the current lease, or `None` if it is used up (then call
     /// [`IdAllocator::next_id`]). Never touches the backend.
+    #[inline]
     pub fn try_next(&self) -> Option<u64> {
-        self.state.lock().range.next()
+        self.cursor.try_take(self.lease_len)
     }
 
     /// The next id, leasing a new range from the source when the current one is used up.
@@ -115,9 +122,14 @@ impl<S: RangeSource> IdAllocator<S> {
             });
         }
         loop {
+            if let Some(id) = self.try_next() {
+                return Ok(id);
+            }
             let waiting_for = {
                 let mut state = self.state.lock();
-                if let Some(id) = state.range.next() {
+                // Again under the lock: leases are installed under it, so if the lease is
+                // used up now, it stays so until the leader chosen here installs one.
+                if let Some(id) = self.try_next() {
                     return Ok(id);
                 }
                 if state.leasing {
@@ -146,23 +158,29 @@ impl<S: RangeSource> IdAllocator<S> {
 
     /// Leases a range as the single leader, keeps its first id and publishes the rest.
     async fn lease_and_take(&self) -> Result<u64, LeaseError> {
-        let mut guard = LeaderGuard { state: &self.state, outcome: Outcome::Cancelled };
+        let mut guard = LeaderGuard {
+            state: &self.state,
+            cursor: &self.cursor,
+            batch_size: self.batch_size,
+            outcome: Outcome::Cancelled,
+        };
         let leased = self.source.lease(self.batch_size).await;
-        let result = leased.and_then(|mut range| {
-            debug_assert_eq!(
-                range.end - range.start,
-                self.batch_size,
-                "source ignored the lease size"
-            );
-            range
-                .next()
-                .map(|id| (id, range))
-                .ok_or_else(|| LeaseError::Backend("source returned an empty range".to_owned()))
+        // The fast path assumes every lease has exactly batch_size ids; a source that
+        // breaks its contract is an error, not a reason to hand out wrong ids.
+        let result = leased.and_then(|range: Range<u64>| {
+            if range.end.checked_sub(range.start) == Some(self.batch_size) {
+                Ok(range.start)
+            } else {
+                Err(LeaseError::Backend(format!(
+                    "source granted {range:?} for a lease of {}",
+                    self.batch_size
+                )))
+            }
         });
         match result {
-            Ok((id, rest)) => {
-                guard.outcome = Outcome::Leased(rest);
-                Ok(id)
+            Ok(start) => {
+                guard.outcome = Outcome::Leased(start);
+                Ok(start)
             }
             Err(err) => {
                 guard.outcome = Outcome::Failed(err.clone());
@@ -181,8 +199,8 @@ impl<S: RangeSource> IdAllocator<S> {
 enum Outcome {
     /// The leader's future was dropped mid-lease; waiters retry.
     Cancelled,
-    /// The rest of the leased range, after the leader's own id.
-    Leased(Range<u64>),
+    /// A lease starting here; the leader kept its first id.
+    Leased(u64),
     /// The lease failed; waiters of this attempt get the same error.
     Failed(LeaseError),
 }
@@ -191,6 +209,8 @@ enum Outcome {
 /// publishes the outcome, clears `leasing`, and wakes the waiters.
 struct LeaderGuard<'a> {
     state: &'a Mutex<State>,
+    cursor: &'a Cursor,
+    batch_size: u64,
     outcome: Outcome,
 }
 
@@ -199,9 +219,8 @@ impl Drop for LeaderGuard<'_> {
         let waiters = {
             let mut state = self.state.lock();
             match std::mem::replace(&mut self.outcome, Outcome::Cancelled) {
-                Outcome::Leased(range) => {
-                    debug_assert!(state.range.is_empty(), "leased while ids were left");
-                    state.range = range;
+                Outcome::Leased(start) => {
+                    self.cursor.install(start, 1, self.batch_size);
                     state.last_error = None;
                 }
                 Outcome::Failed(err) => state.last_error = Some(err),

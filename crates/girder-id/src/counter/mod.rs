@@ -7,6 +7,7 @@
 //! `PostgresSource` and `RedisSource` behind the features of those names.
 
 mod allocator;
+mod cursor;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -29,11 +30,12 @@ pub use redis::RedisSource;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSource;
 
-/// The largest number of ids one lease may ask for (2^32).
+/// The largest number of ids one lease may ask for (2^32 - 1).
 ///
 /// A bound rather than a convenience: a lease of "everything" would exhaust a shared
-/// counter for every other process in one call.
-pub const MAX_LEASE_SIZE: u64 = 1 << 32;
+/// counter for every other process in one call. The exact value lets [`IdAllocator`]
+/// keep its position in a lease in 32 bits of one atomic word.
+pub const MAX_LEASE_SIZE: u64 = u32::MAX as u64;
 
 /// Every backend hands out ids below this value (`i64::MAX`).
 ///

@@ -1,0 +1,8 @@
+//! Conformance suites every Girder backend must pass, and the small helpers tests use
+//! to reach the real engines.
+//!
+//! One suite per trait, run against every backend (the way ripgrep runs each test
+//! against every regex engine): a backend is only done when its suite passes.
+
+pub mod backends;
+pub mod id;
