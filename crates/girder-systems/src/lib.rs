@@ -3,5 +3,6 @@
 
 pub mod bitly;
 pub mod catalog;
+pub mod cursor;
 pub mod extract;
 pub mod problem;

@@ -15,14 +15,15 @@ use utoipa::{OpenApi, ToSchema};
 use super::store::{Link, StoreError};
 use super::validate::{self, ALIAS_LEN_MAX, AliasError, UrlError};
 use super::{Bitly, MintError, RedirectKind};
-use crate::extract::{Json, Path};
+use crate::cursor::CursorError;
+use crate::extract::{Json, Path, Query};
 use crate::problem::Problem;
 
 /// The OpenAPI description of Bit.ly's endpoints.
 #[derive(OpenApi)]
 #[openapi(
-    paths(shorten, get_link, link_stats, redirect),
-    components(schemas(ShortenRequest, ShortenResponse, LinkView, LinkStats, Problem)),
+    paths(shorten, list_links, get_link, link_stats, redirect),
+    components(schemas(ShortenRequest, ShortenResponse, LinkView, LinkPage, LinkStats, Problem)),
     tags((name = "bitly", description = "URL shortener"))
 )]
 pub struct BitlyApi;
@@ -66,7 +67,32 @@ pub struct LinkView {
     pub created_at: String,
     /// Expiry (RFC 3339), if any.
     pub expires_at: Option<String>,
+    /// Clicks flushed to the store (buffered clicks are in `/stats`).
+    pub clicks: u64,
 }
+
+/// One page of links, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LinkPage {
+    /// The links on this page.
+    pub items: Vec<LinkView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query parameters of the link listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The largest page the listing returns.
+pub const PAGE_LIMIT_MAX: u32 = 100;
+const LIST_SCOPE: &str = "bitly.links";
 
 /// Click counts of a link.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -108,6 +134,12 @@ pub enum ErrorKind {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A page cursor was malformed, forged or from another list.
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+    /// The page size is out of range.
+    #[error("limit must be 1 to {PAGE_LIMIT_MAX}, got {0}")]
+    Limit(u32),
 }
 
 impl IntoResponse for ErrorKind {
@@ -131,6 +163,12 @@ impl IntoResponse for ErrorKind {
                 Problem::new(StatusCode::NOT_FOUND, "unknown-code", "Unknown code")
             }
             Self::Expired(_) => Problem::new(StatusCode::GONE, "expired", "Link expired"),
+            Self::Cursor(_) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor")
+            }
+            Self::Limit(_) => {
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
+            }
             Self::Mint(MintError::Exhausted) => Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "code-space-exhausted",
@@ -152,7 +190,7 @@ impl Bitly {
     /// The API routes, to be nested at `/api/bitly`.
     pub fn api_router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/urls", post(shorten))
+            .route("/urls", post(shorten).get(list_links))
             .route("/urls/{code}", get(get_link))
             .route("/urls/{code}/stats", get(link_stats))
             .with_state(Arc::clone(self))
@@ -186,6 +224,18 @@ impl Bitly {
             return Err(ErrorKind::Expired(code.to_owned()));
         }
         Ok(link)
+    }
+}
+
+impl From<Link> for LinkView {
+    fn from(link: Link) -> Self {
+        Self {
+            code: link.code,
+            url: link.url,
+            created_at: rfc3339(link.created_at_ms),
+            expires_at: link.expires_at_ms.map(rfc3339),
+            clicks: u64::try_from(link.clicks).unwrap_or(0),
+        }
     }
 }
 
@@ -271,6 +321,37 @@ async fn shorten(
     Ok(response)
 }
 
+/// List links, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/bitly/urls",
+    tag = "bitly",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of links", body = LinkPage),
+        (status = 400, description = "Invalid cursor or limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_links(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<LinkPage>> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(ErrorKind::Limit(limit));
+    }
+    let after: Option<(i64, String)> =
+        query.cursor.as_deref().map(|c| bitly.cursors.decode(LIST_SCOPE, c)).transpose()?;
+    let links = bitly.store.list(after.as_ref().map(|(t, c)| (*t, c.as_str())), limit).await?;
+    let next_cursor = match links.last() {
+        Some(last) if links.len() == limit as usize => {
+            Some(bitly.cursors.encode(LIST_SCOPE, &(last.created_at_ms, &last.code)))
+        }
+        _ => None,
+    };
+    Ok(axum::Json(LinkPage { items: links.into_iter().map(LinkView::from).collect(), next_cursor }))
+}
+
 /// Look a link up.
 #[utoipa::path(
     get,
@@ -288,12 +369,7 @@ async fn get_link(
     Path(code): Path<String>,
 ) -> Result<axum::Json<LinkView>> {
     let link = bitly.live_link(&code).await?;
-    Ok(axum::Json(LinkView {
-        code: link.code,
-        url: link.url,
-        created_at: rfc3339(link.created_at_ms),
-        expires_at: link.expires_at_ms.map(rfc3339),
-    }))
+    Ok(axum::Json(LinkView::from(link)))
 }
 
 /// Click counts of a link.

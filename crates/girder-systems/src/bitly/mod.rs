@@ -17,7 +17,12 @@ use std::sync::Arc;
 
 use girder_core::Clock;
 
-pub use api::{BitlyApi, ErrorKind, LinkStats, LinkView, ShortenRequest, ShortenResponse};
+use crate::cursor::CursorCodec;
+
+pub use api::{
+    BitlyApi, ErrorKind, LinkPage, LinkStats, LinkView, ListQuery, PAGE_LIMIT_MAX, ShortenRequest,
+    ShortenResponse,
+};
 pub use clicks::{ClickBuffer, ClickBufferConfig};
 pub use codes::{CODE_LEN, CodeMinter, CodeMode, MintError};
 pub use resolve::Resolver;
@@ -73,6 +78,7 @@ pub struct Bitly {
     minter: CodeMinter,
     clicks: Arc<ClickBuffer>,
     resolver: Resolver,
+    cursors: CursorCodec,
     clock: Arc<dyn Clock>,
     config: BitlyConfig,
 }
@@ -88,6 +94,21 @@ impl std::fmt::Debug for Bitly {
 
 /// The settings row holding the scrambling key, shared by all instances.
 const CODE_KEY_SETTING: &str = "code_key";
+/// The settings row holding the cursor MAC key, shared by all instances.
+const CURSOR_KEY_SETTING: &str = "cursor_key";
+
+/// A random key stored once in the shared database, so every instance uses the
+/// same one (two keys would mean colliding codes or cursors one instance rejects).
+async fn shared_key<const N: usize>(store: &LinkStore, name: &str) -> Result<[u8; N], StoreError> {
+    let fresh: [u8; N] = std::array::from_fn(|_| rand::random());
+    let stored = store.setting_or_init(name, &hex(&fresh)).await?;
+    unhex(&stored).ok_or_else(|| {
+        StoreError::Database(sqlx::Error::Protocol(format!(
+            "bitly_settings.{name} is not {} hex digits",
+            2 * N
+        )))
+    })
+}
 
 impl Bitly {
     /// Connects to the store, creates the schema and prepares the minter.
@@ -101,13 +122,7 @@ impl Bitly {
             CodeStyle::Scrambled => {
                 // The key lives in the database so every instance sharing it
                 // computes the same permutation; two keys would collide.
-                let fresh: [u8; 16] = rand::random();
-                let stored = store.setting_or_init(CODE_KEY_SETTING, &hex(&fresh)).await?;
-                let key = unhex16(&stored).ok_or_else(|| {
-                    StoreError::Database(sqlx::Error::Protocol(format!(
-                        "bitly_settings.{CODE_KEY_SETTING} is not 32 hex digits"
-                    )))
-                })?;
+                let key = shared_key::<16>(&store, CODE_KEY_SETTING).await?;
                 let space = girder_id::base62::capacity(CODE_LEN as u32);
                 let permutation =
                     girder_id::permute::KeyedPermutation::new(key, space).map_err(|e| {
@@ -122,7 +137,8 @@ impl Bitly {
         let minter = CodeMinter::new(source, config.id_batch_size, mode, config.reserved.clone());
         let clicks = ClickBuffer::new(config.clicks);
         let resolver = Resolver::new(store.clone());
-        Ok(Arc::new(Self { store, minter, clicks, resolver, clock, config }))
+        let cursors = CursorCodec::new(shared_key::<32>(&store, CURSOR_KEY_SETTING).await?);
+        Ok(Arc::new(Self { store, minter, clicks, resolver, cursors, clock, config }))
     }
 
     /// The link store.
@@ -151,11 +167,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 || !s.is_ascii() {
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
         return None;
     }
-    let mut out = [0u8; 16];
+    let mut out = [0u8; N];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
@@ -169,9 +185,10 @@ mod tests {
     #[test]
     fn hex_round_trip() {
         let key = [0u8, 1, 0xab, 0xff, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 0x80];
-        assert_eq!(unhex16(&hex(&key)), Some(key));
-        assert_eq!(unhex16("zz"), None);
-        assert_eq!(unhex16(&"g".repeat(32)), None);
-        assert_eq!(unhex16(&"é".repeat(16)), None);
+        assert_eq!(unhex::<16>(&hex(&key)), Some(key));
+        assert_eq!(unhex::<16>("zz"), None);
+        assert_eq!(unhex::<16>(&"g".repeat(32)), None);
+        assert_eq!(unhex::<16>(&"é".repeat(16)), None);
+        assert_eq!(unhex::<32>(&hex(&key)), None);
     }
 }

@@ -216,6 +216,70 @@ impl LinkStore {
         row.transpose().map_err(StoreError::from)
     }
 
+    /// One page of links, newest first, strictly after `after` (the last
+    /// `(created_at_ms, code)` of the previous page). Keyset paging: rows
+    /// inserted meanwhile never shift a page, so none is skipped or repeated.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn list(
+        &self,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Link>, StoreError> {
+        const SELECT: &str =
+            "SELECT code, url, created_at_ms, expires_at_ms, clicks FROM bitly_links";
+        let limit = i64::from(limit);
+        let rows = match (self, after) {
+            (Self::Sqlite(pool), None) => {
+                sqlx::query(&format!("{SELECT} ORDER BY created_at_ms DESC, code DESC LIMIT ?"))
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(link_from_row)
+                    .collect::<Result<Vec<_>, _>>()
+            }
+            (Self::Sqlite(pool), Some((t, code))) => sqlx::query(&format!(
+                "{SELECT} WHERE (created_at_ms, code) < (?, ?) \
+                 ORDER BY created_at_ms DESC, code DESC LIMIT ?"
+            ))
+            .bind(t)
+            .bind(code)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(link_from_row)
+            .collect(),
+            (Self::Postgres(pool), None) => {
+                // Bytewise order ("C") on both pages, whatever the database's collation.
+                sqlx::query(&format!(
+                    "{SELECT} ORDER BY created_at_ms DESC, code COLLATE \"C\" DESC LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(link_from_row)
+                .collect()
+            }
+            (Self::Postgres(pool), Some((t, code))) => sqlx::query(&format!(
+                "{SELECT} WHERE (created_at_ms, code) < ($1, $2 COLLATE \"C\") \
+                 ORDER BY created_at_ms DESC, code COLLATE \"C\" DESC LIMIT $3"
+            ))
+            .bind(t)
+            .bind(code)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(link_from_row)
+            .collect(),
+        };
+        Ok(rows?)
+    }
+
     /// Adds buffered click counts in one transaction.
     ///
     /// # Errors
