@@ -81,7 +81,9 @@ pub fn router(systems: &Systems, config: &Config) -> Router {
     telemetry::prometheus();
     let openapi = Arc::new(openapi());
     let ops = Router::new()
-        .route("/", get(dashboard))
+        .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
+        .route("/dashboard/bitly", get(|| async { Html(include_str!("../assets/bitly.html")) }))
+        .route("/assets/app.css", get(stylesheet))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -153,6 +155,12 @@ async fn systems_list() -> Json<&'static [SystemInfo]> {
     Json(&SYSTEMS)
 }
 
-async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("../assets/index.html"))
+/// The dashboard's one stylesheet. Assets are compiled into the binary: no build
+/// step, no CDN, works offline.
+async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")],
+        include_str!("../assets/app.css"),
+    )
+        .into_response()
 }

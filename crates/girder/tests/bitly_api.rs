@@ -332,7 +332,11 @@ async fn operational_endpoints() {
     let systems = get(&app, "/api/systems").await.json();
     assert_eq!(systems.as_array().map(Vec::len), Some(16));
     let page = get(&app, "/").await;
-    assert!(String::from_utf8_lossy(&page.body).contains("<h1>Girder</h1>"));
+    assert!(String::from_utf8_lossy(&page.body).contains("/dashboard/bitly"));
+    let page = get(&app, "/dashboard/bitly").await;
+    assert!(String::from_utf8_lossy(&page.body).contains("id=\"shorten\""));
+    let css = get(&app, "/assets/app.css").await;
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     let reply = get(&app, "/healthz").await;
     assert!(reply.header("x-request-id").is_some_and(|id| !id.is_empty()));
 }
