@@ -60,7 +60,7 @@ fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
         title = "Girder",
         description = "System design patterns, running. Every error is an RFC 9457 problem."
     ),
-    paths(healthz, readyz, metrics_text, systems_list),
+    paths(healthz, readyz, metrics_text, systems_list, lab_results, lab_plot),
     components(schemas(SystemInfo, Problem))
 )]
 struct ServerApi;
@@ -73,6 +73,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// State of the server's own routes.
+#[derive(Debug, Clone)]
+struct AppState {
+    systems: Systems,
+    lab_dir: Arc<std::path::PathBuf>,
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete router.
@@ -83,13 +90,19 @@ pub fn router(systems: &Systems, config: &Config) -> Router {
     let ops = Router::new()
         .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
         .route("/dashboard/bitly", get(|| async { Html(include_str!("../assets/bitly.html")) }))
+        .route("/dashboard/lab", get(|| async { Html(include_str!("../assets/lab.html")) }))
         .route("/assets/app.css", get(stylesheet))
+        .route("/api/lab", get(lab_results))
+        .route("/api/lab/{experiment}/plot.svg", get(lab_plot))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/systems", get(systems_list))
         .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
-        .with_state(systems.clone());
+        .with_state(AppState {
+            systems: systems.clone(),
+            lab_dir: Arc::new(config.lab_dir.clone()),
+        });
     Router::new()
         .merge(ops)
         .nest("/api/bitly", systems.bitly.api_router())
@@ -135,8 +148,8 @@ async fn healthz() -> &'static str {
         (status = 503, description = "A store is unreachable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn readyz(State(systems): State<Systems>) -> Response {
-    match systems.bitly.store().ping().await {
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.systems.bitly.store().ping().await {
         Ok(()) => "ready".into_response(),
         Err(e) => Problem::unavailable(format!("bitly store: {e}")).into_response(),
     }
@@ -163,4 +176,53 @@ async fn stylesheet() -> Response {
         include_str!("../assets/app.css"),
     )
         .into_response()
+}
+
+/// The latest result of every lab experiment that has run (from `results.json`).
+#[utoipa::path(get, path = "/api/lab", tag = "lab", responses((status = 200, description = "Latest results, one per experiment that has run", body = Object)))]
+async fn lab_results(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for experiment in crate::lab::EXPERIMENTS {
+        let path = state.lab_dir.join(experiment.name).join("results.json");
+        // An experiment that never ran, or a file mid-write, is simply absent.
+        if let Ok(bytes) = tokio::fs::read(&path).await {
+            if let Ok(result) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                out.push(serde_json::json!({
+                    "name": experiment.name,
+                    "summary": experiment.summary,
+                    "result": result,
+                }));
+            }
+        }
+    }
+    Json(out)
+}
+
+/// The plot of an experiment's latest run.
+#[utoipa::path(
+    get,
+    path = "/api/lab/{experiment}/plot.svg",
+    tag = "lab",
+    params(("experiment" = String, Path, description = "Experiment name")),
+    responses(
+        (status = 200, description = "SVG plot", body = String, content_type = "image/svg+xml"),
+        (status = 404, description = "Unknown experiment or not run yet", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn lab_plot(
+    State(state): State<AppState>,
+    girder_systems::extract::Path(name): girder_systems::extract::Path<String>,
+) -> Response {
+    // Only registered names reach the filesystem: no path from the request is used as is.
+    let Ok(experiment) = crate::lab::find(&name) else {
+        return Problem::not_found("no such experiment").into_response();
+    };
+    match tokio::fs::read(state.lab_dir.join(experiment.name).join("plot.svg")).await {
+        Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        Err(_) => Problem::not_found(format!(
+            "{} has not been run; run `girder lab {}`",
+            experiment.name, experiment.name
+        ))
+        .into_response(),
+    }
 }

@@ -51,6 +51,9 @@ pub struct ServeSettings {
     /// How long shutdown waits for in-flight requests, in ms [default: 10000].
     #[arg(long, env = "GIRDER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// Where `girder lab` results are read from for the dashboard [default: ./girder-lab].
+    #[arg(long, env = "GIRDER_LAB_DIR")]
+    pub lab_dir: Option<PathBuf>,
 }
 
 impl ServeSettings {
@@ -69,6 +72,7 @@ impl ServeSettings {
             click_flush_interval_ms: self.click_flush_interval_ms.or(other.click_flush_interval_ms),
             body_bytes_max: self.body_bytes_max.or(other.body_bytes_max),
             shutdown_grace_ms: self.shutdown_grace_ms.or(other.shutdown_grace_ms),
+            lab_dir: self.lab_dir.or(other.lab_dir),
         }
     }
 
@@ -128,6 +132,7 @@ impl ServeSettings {
             data_dir,
             body_bytes_max,
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(10_000),
+            lab_dir: self.lab_dir.unwrap_or_else(|| PathBuf::from("girder-lab")),
             bitly: BitlyConfig {
                 database_url,
                 max_connections: db_max_connections,
@@ -156,6 +161,8 @@ pub struct Config {
     pub body_bytes_max: usize,
     /// Shutdown grace period.
     pub shutdown_grace_ms: u64,
+    /// Lab results directory.
+    pub lab_dir: PathBuf,
     /// Bit.ly's configuration.
     pub bitly: BitlyConfig,
 }

@@ -3,5 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod lab;
+pub mod loadtest;
 pub mod serve;
 pub mod telemetry;

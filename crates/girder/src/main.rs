@@ -24,6 +24,22 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Run an experiment that measures a pattern's trade-off (`girder lab list` names them).
+    Lab {
+        /// Experiment name, or `list`.
+        experiment: String,
+        /// A small, fast run instead of the full size.
+        #[arg(long)]
+        quick: bool,
+        /// Also measure against PostgreSQL (uses GIRDER_POSTGRES_URL or the local default).
+        #[arg(long)]
+        postgres: bool,
+        /// Directory results are written under.
+        #[arg(long, env = "GIRDER_LAB_DIR", default_value = "girder-lab")]
+        out_dir: PathBuf,
+    },
+    /// Generate HTTP load against a server and report throughput and latency.
+    Loadtest(Box<girder::loadtest::LoadtestArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +50,29 @@ fn main() -> anyhow::Result<()> {
             let config = config::load(*settings, config.as_deref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(girder::serve::run(config))
+        }
+        Command::Loadtest(args) => {
+            let json = args.json;
+            let config = girder::loadtest::Config::try_from(*args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(girder::loadtest::run(&config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
+        Command::Lab { experiment, quick, postgres, out_dir } => {
+            if experiment == "list" {
+                print!("{}", girder::lab::list());
+                return Ok(());
+            }
+            let experiment = girder::lab::find(&experiment)?;
+            let postgres_url = postgres.then(|| girder_core::services::Service::Postgres.url());
+            let options = girder::lab::LabOptions { quick, postgres_url, out_dir };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(girder::lab::run(experiment, options)).map(drop)
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&girder::app::openapi())?);

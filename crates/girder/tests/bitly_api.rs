@@ -340,3 +340,78 @@ async fn operational_endpoints() {
     let reply = get(&app, "/healthz").await;
     assert!(reply.header("x-request-id").is_some_and(|id| !id.is_empty()));
 }
+
+async fn patch_json(app: &axum::Router, path: &str, body: &serde_json::Value) -> common::Reply {
+    let request = Request::patch(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    send(app, request).await
+}
+
+#[tokio::test]
+async fn links_can_be_updated_and_deleted() {
+    for db in TestDb::all("links_can_be_updated_and_deleted").await {
+        let (app, _) = app(&db).await;
+        let code = post_json(&app, "/api/bitly/urls", &json!({"url": "https://old.example/"}))
+            .await
+            .json()["code"]
+            .as_str()
+            .expect("code")
+            .to_owned();
+        assert_eq!(
+            get(&app, &format!("/{code}")).await.header("location"),
+            Some("https://old.example/")
+        );
+
+        let updated = patch_json(
+            &app,
+            &format!("/api/bitly/urls/{code}"),
+            &json!({"url": "https://new.example/"}),
+        )
+        .await;
+        assert_eq!(updated.status, StatusCode::OK, "{}", db.engine());
+        assert_eq!(
+            get(&app, &format!("/{code}")).await.header("location"),
+            Some("https://new.example/")
+        );
+
+        let past = patch_json(
+            &app,
+            &format!("/api/bitly/urls/{code}"),
+            &json!({"expires_at": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+        assert_eq!(past.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let bad = patch_json(
+            &app,
+            &format!("/api/bitly/urls/{code}"),
+            &json!({"url": "javascript:alert(1)"}),
+        )
+        .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        // Failed updates changed nothing.
+        assert_eq!(
+            get(&app, &format!("/{code}")).await.header("location"),
+            Some("https://new.example/")
+        );
+
+        let deleted = send(
+            &app,
+            Request::delete(format!("/api/bitly/urls/{code}")).body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        assert_eq!(get(&app, &format!("/{code}")).await.status, StatusCode::NOT_FOUND);
+        let again = send(
+            &app,
+            Request::delete(format!("/api/bitly/urls/{code}")).body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::NOT_FOUND);
+        let missing =
+            patch_json(&app, "/api/bitly/urls/nope123", &json!({"url": "https://x.example"})).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        db.drop_db().await;
+    }
+}

@@ -22,8 +22,8 @@ use crate::problem::Problem;
 /// The OpenAPI description of Bit.ly's endpoints.
 #[derive(OpenApi)]
 #[openapi(
-    paths(shorten, list_links, get_link, link_stats, redirect),
-    components(schemas(ShortenRequest, ShortenResponse, LinkView, LinkPage, LinkStats, Problem)),
+    paths(shorten, list_links, get_link, update_link, delete_link, link_stats, redirect),
+    components(schemas(ShortenRequest, ShortenResponse, UpdateRequest, LinkView, LinkPage, LinkStats, Problem)),
     tags((name = "bitly", description = "URL shortener"))
 )]
 pub struct BitlyApi;
@@ -41,6 +41,23 @@ pub struct ShortenRequest {
     /// When the link stops redirecting (RFC 3339, in the future); 410 after.
     #[schema(example = "2030-01-01T00:00:00Z")]
     pub expires_at: Option<String>,
+}
+
+/// A change to an existing link: a new destination and/or expiry.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// The new destination (same rules as when shortening).
+    pub url: Option<String>,
+    /// The new expiry (RFC 3339, in the future), or `null` to never expire.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// A created short link.
@@ -191,7 +208,7 @@ impl Bitly {
     pub fn api_router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/urls", post(shorten).get(list_links))
-            .route("/urls/{code}", get(get_link))
+            .route("/urls/{code}", get(get_link).patch(update_link).delete(delete_link))
             .route("/urls/{code}/stats", get(link_stats))
             .with_state(Arc::clone(self))
     }
@@ -370,6 +387,63 @@ async fn get_link(
 ) -> Result<axum::Json<LinkView>> {
     let link = bitly.live_link(&code).await?;
     Ok(axum::Json(LinkView::from(link)))
+}
+
+/// Change a link's destination or expiry. Every instance stops serving the old
+/// destination within the cache's documented bound.
+#[utoipa::path(
+    patch,
+    path = "/api/bitly/urls/{code}",
+    tag = "bitly",
+    params(("code" = String, Path, description = "Short code or alias")),
+    request_body = UpdateRequest,
+    responses(
+        (status = 200, description = "The updated link", body = LinkView),
+        (status = 404, description = "Unknown code", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid URL or expiry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn update_link(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Path(code): Path<String>,
+    Json(request): Json<UpdateRequest>,
+) -> Result<axum::Json<LinkView>> {
+    let mut link =
+        bitly.store.get(&code).await?.ok_or_else(|| ErrorKind::UnknownCode(code.clone()))?;
+    if let Some(raw) = &request.url {
+        link.url = validate::destination(raw)?.into();
+    }
+    if let Some(expiry) = &request.expires_at {
+        let now_ms = i64::try_from(bitly.clock.now_ms()).unwrap_or(i64::MAX);
+        link.expires_at_ms = expiry.as_deref().map(|raw| parse_expiry(raw, now_ms)).transpose()?;
+    }
+    if !bitly.store.update(&code, &link.url, link.expires_at_ms).await? {
+        return Err(ErrorKind::UnknownCode(code));
+    }
+    bitly.resolver.invalidate(&code).await;
+    Ok(axum::Json(LinkView::from(link)))
+}
+
+/// Delete a link. Every instance stops redirecting it within the cache's bound.
+#[utoipa::path(
+    delete,
+    path = "/api/bitly/urls/{code}",
+    tag = "bitly",
+    params(("code" = String, Path, description = "Short code or alias")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Unknown code", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delete_link(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+    Path(code): Path<String>,
+) -> Result<StatusCode> {
+    if !bitly.store.delete(&code).await? {
+        return Err(ErrorKind::UnknownCode(code));
+    }
+    bitly.resolver.invalidate(&code).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Click counts of a link.

@@ -21,7 +21,7 @@ use crate::cursor::CursorCodec;
 
 pub use api::{
     BitlyApi, ErrorKind, LinkPage, LinkStats, LinkView, ListQuery, PAGE_LIMIT_MAX, ShortenRequest,
-    ShortenResponse,
+    ShortenResponse, UpdateRequest,
 };
 pub use clicks::{ClickBuffer, ClickBufferConfig};
 pub use codes::{CODE_LEN, CodeMinter, CodeMode, MintError};

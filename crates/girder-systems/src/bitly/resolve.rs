@@ -23,4 +23,10 @@ impl Resolver {
     pub async fn resolve(&self, code: &str) -> Result<Option<Link>, StoreError> {
         self.store.get(code).await
     }
+
+    /// Forgets anything cached about `code`, after the store has changed it.
+    pub async fn invalidate(&self, code: &str) {
+        // Nothing is cached yet; the cache's invalidation goes here.
+        let _ = code;
+    }
 }

@@ -216,6 +216,59 @@ impl LinkStore {
         row.transpose().map_err(StoreError::from)
     }
 
+    /// Replaces a link's destination and expiry. Returns whether the code existed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn update(
+        &self,
+        code: &str,
+        url: &str,
+        expires_at_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let done = match self {
+            Self::Sqlite(pool) => {
+                sqlx::query("UPDATE bitly_links SET url = ?, expires_at_ms = ? WHERE code = ?")
+                    .bind(url)
+                    .bind(expires_at_ms)
+                    .bind(code)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Self::Postgres(pool) => {
+                sqlx::query("UPDATE bitly_links SET url = $1, expires_at_ms = $2 WHERE code = $3")
+                    .bind(url)
+                    .bind(expires_at_ms)
+                    .bind(code)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(done == 1)
+    }
+
+    /// Deletes a link. Returns whether the code existed.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn delete(&self, code: &str) -> Result<bool, StoreError> {
+        let done = match self {
+            Self::Sqlite(pool) => sqlx::query("DELETE FROM bitly_links WHERE code = ?")
+                .bind(code)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Self::Postgres(pool) => sqlx::query("DELETE FROM bitly_links WHERE code = $1")
+                .bind(code)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(done == 1)
+    }
+
     /// One page of links, newest first, strictly after `after` (the last
     /// `(created_at_ms, code)` of the previous page). Keyset paging: rows
     /// inserted meanwhile never shift a page, so none is skipped or repeated.

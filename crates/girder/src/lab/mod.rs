@@ -1,0 +1,122 @@
+//! `girder lab`: each pattern's trade-off as a reproducible experiment. A run
+//! shows a progress bar, prints a table, and writes `results.json` and
+//! `plot.svg` under `./girder-lab/<experiment>/`.
+
+mod ids;
+pub mod report;
+mod svg;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use report::{Plot, Report, Series};
+
+/// Knobs every experiment understands.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// A small, fast run (CI and smoke tests) instead of the full size.
+    pub quick: bool,
+    /// Also measure against PostgreSQL at this URL.
+    pub postgres_url: Option<String>,
+    /// Where results go (`./girder-lab` by default).
+    pub out_dir: PathBuf,
+}
+
+/// What an experiment gets while it runs.
+#[derive(Debug)]
+pub struct LabContext {
+    /// The run's options.
+    pub options: LabOptions,
+    /// Progress; hidden automatically when stderr is not a terminal.
+    pub progress: ProgressBar,
+}
+
+impl LabContext {
+    /// Starts a new progress phase of `steps` steps.
+    pub fn phase(&self, message: &str, steps: u64) {
+        self.progress.set_length(steps);
+        self.progress.set_position(0);
+        self.progress.set_message(message.to_owned());
+    }
+}
+
+/// An experiment's name, one-line summary and entry point.
+#[derive(Debug, Clone, Copy)]
+pub struct Experiment {
+    /// The name on the command line.
+    pub name: &'static str,
+    /// One line for `girder lab list`.
+    pub summary: &'static str,
+    run: fn(&LabContext) -> futures_run::BoxFuture<'_, anyhow::Result<Report>>,
+}
+
+mod futures_run {
+    //! A boxed future alias, so experiments can be listed in a plain array.
+    pub(super) type BoxFuture<'a, T> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+/// Every experiment, in the catalogue's order.
+pub const EXPERIMENTS: &[Experiment] = &[Experiment {
+    name: "ids",
+    summary: "counter+Base62 vs Snowflake vs UUIDv4 vs UUIDv7: length, generation rate, B-tree insert rate as the table grows",
+    run: |ctx| Box::pin(ids::run(ctx)),
+}];
+
+/// Looks an experiment up by name.
+///
+/// # Errors
+/// No experiment has that name; the message lists the ones that exist.
+pub fn find(name: &str) -> anyhow::Result<&'static Experiment> {
+    match EXPERIMENTS.iter().find(|e| e.name == name) {
+        Some(e) => Ok(e),
+        None => {
+            let names: Vec<_> = EXPERIMENTS.iter().map(|e| e.name).collect();
+            bail!(
+                "no experiment named {name:?}; available: {} (see `girder lab list`)",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// One line per experiment, for `girder lab list`.
+#[must_use]
+pub fn list() -> String {
+    let width = EXPERIMENTS.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    EXPERIMENTS.iter().map(|e| format!("{:<width$}  {}\n", e.name, e.summary)).collect()
+}
+
+/// Runs one experiment, prints its table and writes its files. Returns the
+/// directory the results went to.
+///
+/// # Errors
+/// The experiment failed or its results could not be written.
+pub async fn run(experiment: &Experiment, options: LabOptions) -> anyhow::Result<PathBuf> {
+    let progress = ProgressBar::new(0);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<40} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let dir = options.out_dir.join(experiment.name);
+    let ctx = LabContext { options, progress };
+    let report = (experiment.run)(&ctx).await?;
+    ctx.progress.finish_and_clear();
+    println!("{}", report.table());
+    for finding in &report.findings {
+        println!("- {finding}");
+    }
+    report.write_to(&dir)?;
+    println!("\nwrote {}", display(&dir.join("results.json")));
+    if report.plot.is_some() {
+        println!("wrote {}", display(&dir.join("plot.svg")));
+    }
+    Ok(dir)
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
