@@ -1,9 +1,14 @@
 //! `girder lab`: the registry, the files a run writes, and clear errors for
 //! bad experiment names.
 
-use std::process::Command;
+mod common;
 
+use std::process::Command;
+use std::sync::Arc;
+
+use girder::config::ServeSettings;
 use girder::lab::{self, LabOptions};
+use girder_core::SystemClock;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_quick_run_writes_a_table_results_and_a_plot() {
@@ -31,6 +36,24 @@ async fn ids_quick_run_writes_a_table_results_and_a_plot() {
     }
     let svg = std::fs::read_to_string(dir.join("plot.svg")).expect("plot.svg");
     assert!(svg.contains("uuid v4 (sqlite)") && svg.contains("</svg>"));
+
+    // The dashboard serves the latest results and plot.
+    let db = common::TestDb::sqlite();
+    let settings = ServeSettings { lab_dir: Some(out.path().to_owned()), ..Default::default() };
+    let (app, _) = common::app_with(&db, Arc::new(SystemClock), settings).await;
+    let listed = common::get(&app, "/api/lab").await.json();
+    assert_eq!(listed[0]["name"], "ids");
+    assert_eq!(listed[0]["result"]["rows"].as_array().map(Vec::len), Some(4));
+    let plot = common::get(&app, "/api/lab/ids/plot.svg").await;
+    assert_eq!(plot.header("content-type"), Some("image/svg+xml"));
+    assert!(String::from_utf8_lossy(&plot.body).starts_with("<svg"));
+    for path in ["/api/lab/nope/plot.svg", "/api/lab/..%2F..%2Fetc/plot.svg"] {
+        let missing = common::get(&app, path).await;
+        assert_eq!(missing.status, axum::http::StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(missing.header("content-type"), Some("application/problem+json"));
+    }
+    let page = common::get(&app, "/dashboard/lab").await;
+    assert!(String::from_utf8_lossy(&page.body).contains("/api/lab"));
 }
 
 #[test]
