@@ -26,25 +26,113 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// How many values each base62 case cycles through: enough that the branch predictor
+/// cannot learn them, few enough (32 KiB) to stay in cache.
+const BASE62_VALUES: usize = 4096;
+
+/// `BASE62_VALUES` pseudo-random values in `[lo, hi)` (splitmix64, fixed seed). A case
+/// cycles through them, so it stays at one digit count instead of drifting out of it.
+fn values_in(lo: u64, hi: u64) -> Vec<u64> {
+    let mut state: u64 = 0x0062_5EED_BA5E_0062;
+    (0..BASE62_VALUES)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            lo + (z ^ (z >> 31)) % (hi - lo)
+        })
+        .collect()
+}
+
 fn base62(c: &mut Criterion) {
     let mut group = c.benchmark_group("base62");
     group.throughput(Throughput::Elements(1));
-    let mut n: u64 = 56_800_235_584; // first 7-digit code, a typical short-URL id
+    // The Bit.ly case: 7-character codes, values in [62^6, 62^7).
+    let short = values_in(base62::capacity(6), base62::capacity(7));
+    // Full-width u64 values: 11 digits, [62^10, 2^64).
+    let wide = values_in(base62::capacity(10), u64::MAX);
+    assert!(short.iter().all(|&n| base62::encode(n).len() == 7));
+    assert!(wide.iter().all(|&n| base62::encode(n).len() == 11));
+    let short_text: Vec<String> = short.iter().map(|&n| base62::encode(n)).collect();
+    let wide_text: Vec<String> = wide.iter().map(|&n| base62::encode(n)).collect();
     let mut text = String::with_capacity(base62::MAX_U64_LEN);
-    group.bench_function("encode_into+decode", |b| {
+    let mut i = 0;
+
+    // Round trips without allocation: the code goes through `as_str()` (with its UTF-8
+    // check) into `decode`, as text handed to a caller would.
+    group.bench_function("7_digits/encode_fixed_buf+decode", |b| {
         b.iter(|| {
-            n = n.wrapping_add(0x9E37_79B9);
+            i = (i + 1) % BASE62_VALUES;
+            let code = base62::encode_fixed_buf(black_box(short[i]), 7).unwrap();
+            base62::decode(black_box(code.as_str())).unwrap()
+        });
+    });
+    group.bench_function("11_digits/encode_buf+decode", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            let code = base62::encode_buf(black_box(wide[i]));
+            base62::decode(black_box(code.as_str())).unwrap()
+        });
+    });
+
+    // The halves on their own.
+    group.bench_function("7_digits/encode_fixed_buf", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            base62::encode_fixed_buf(black_box(short[i]), 7).unwrap()
+        });
+    });
+    group.bench_function("7_digits/decode", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            base62::decode(black_box(&short_text[i])).unwrap()
+        });
+    });
+    group.bench_function("11_digits/encode_buf", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            base62::encode_buf(black_box(wide[i]))
+        });
+    });
+    group.bench_function("11_digits/decode", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            base62::decode(black_box(&wide_text[i])).unwrap()
+        });
+    });
+
+    // The String-returning API, for comparison.
+    group.bench_function("7_digits/encode_fixed+decode", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            let code = base62::encode_fixed(black_box(short[i]), 7).unwrap();
+            base62::decode(black_box(&code)).unwrap()
+        });
+    });
+    group.bench_function("7_digits/encode_into+decode", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
             text.clear();
-            base62::encode_into(black_box(n), &mut text);
+            base62::encode_into(black_box(short[i]), &mut text);
             base62::decode(black_box(&text)).unwrap()
         });
     });
-    group.bench_function("encode", |b| {
+    group.bench_function("11_digits/encode_into+decode", |b| {
         b.iter(|| {
-            n = n.wrapping_add(0x9E37_79B9);
-            base62::encode(black_box(n))
+            i = (i + 1) % BASE62_VALUES;
+            text.clear();
+            base62::encode_into(black_box(wide[i]), &mut text);
+            base62::decode(black_box(&text)).unwrap()
         });
     });
+    group.bench_function("11_digits/encode", |b| {
+        b.iter(|| {
+            i = (i + 1) % BASE62_VALUES;
+            base62::encode(black_box(wide[i]))
+        });
+    });
+
     let u = UuidV7Generator::new().next();
     group.bench_function("uuid_to_base62", |b| b.iter(|| to_base62(black_box(u))));
     group.finish();

@@ -1,8 +1,8 @@
 //! Base62: known values, every error, and round-trip and order properties.
 
 use girder_id::base62::{
-    self, ALPHABET, DecodeError, EncodeError, capacity, decode, decode_u128, encode, encode_fixed,
-    encode_into, encode_u128,
+    self, ALPHABET, DecodeError, EncodeError, capacity, decode, decode_u128, encode, encode_buf,
+    encode_fixed, encode_fixed_buf, encode_into, encode_u128,
 };
 use proptest::prelude::*;
 
@@ -32,6 +32,7 @@ const KNOWN: &[(u64, &str)] = &[
 fn known_values_encode_and_decode() {
     for &(n, text) in KNOWN {
         assert_eq!(encode(n), text, "encode({n})");
+        assert_eq!(encode_buf(n).as_str(), text, "encode_buf({n})");
         assert_eq!(decode(text), Ok(n), "decode({text:?})");
     }
 }
@@ -73,6 +74,28 @@ fn fixed_width_pads_and_rejects_what_does_not_fit() {
     assert_eq!(encode_fixed(0, 0), Err(EncodeError::TooWide { value: 0, width: 0 }));
     assert_eq!(encode_fixed(u64::MAX, 11).as_deref(), Ok("LygHa16AHYF"));
     assert_eq!(encode_fixed(1, 20).as_deref(), Ok("00000000000000000001"));
+}
+
+#[test]
+fn fixed_width_buf_pads_and_rejects_what_does_not_fit() {
+    assert_eq!(encode_fixed_buf(5, 3).unwrap(), "005");
+    assert_eq!(encode_fixed_buf(u64::MAX, 11).unwrap(), "LygHa16AHYF");
+    assert_eq!(encode_fixed_buf(56_800_235_584, 7).unwrap(), "1000000");
+    assert_eq!(encode_fixed_buf(3_844, 2), Err(EncodeError::TooWide { value: 3_844, width: 2 }));
+    assert_eq!(encode_fixed_buf(0, 0), Err(EncodeError::TooWide { value: 0, width: 0 }));
+    // An Encoded holds 11 digits; encode_fixed pads further.
+    assert_eq!(encode_fixed_buf(1, 12), Err(EncodeError::WidthUnsupported { width: 12, max: 11 }));
+}
+
+#[test]
+fn encoded_reads_as_its_text() {
+    let code = encode_buf(1_234_567_890);
+    assert_eq!(code.as_str(), "1LY7VK");
+    assert_eq!(code.as_bytes(), b"1LY7VK");
+    assert_eq!(code.len(), 6); // through Deref<Target = str>
+    assert_eq!(format!("{code}|{code:>8}|{code:?}"), "1LY7VK|  1LY7VK|\"1LY7VK\"");
+    assert_eq!(code, "1LY7VK");
+    assert_eq!(decode(&code), Ok(1_234_567_890));
 }
 
 #[test]
@@ -118,7 +141,114 @@ fn capacity_matches_the_catalogue_and_saturates() {
     }
 }
 
+/// The digits of `n`, most significant first, by repeated division: slow and obviously right.
+fn model_encode(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(ALPHABET[(n % 62) as usize]);
+        n /= 62;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap()
+}
+
+/// `model_encode` padded to `width`, or `TooWide`.
+fn model_encode_fixed(n: u64, width: usize) -> Result<String, EncodeError> {
+    let digits = model_encode(n);
+    if digits.len() > width {
+        return Err(EncodeError::TooWide { value: u128::from(n), width });
+    }
+    Ok(format!("{}{digits}", "0".repeat(width - digits.len())))
+}
+
+/// Left to right, one character at a time, in `u128` so overflow is a plain comparison.
+fn model_decode(s: &str) -> Result<u64, DecodeError> {
+    if s.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let mut n: u128 = 0;
+    for (index, ch) in s.char_indices() {
+        let Some(d) = ALPHABET.iter().position(|&a| char::from(a) == ch) else {
+            return Err(DecodeError::InvalidChar { ch, index });
+        };
+        n = n * 62 + d as u128;
+        if n > u128::from(u64::MAX) {
+            return Err(DecodeError::Overflow);
+        }
+    }
+    Ok(n as u64)
+}
+
+/// Each digit-count boundary, where the encoders switch paths, against the model.
+#[test]
+fn digit_count_boundaries_match_the_model() {
+    for k in 0..=10 {
+        let p = 62u64.pow(k);
+        for n in [p - 1, p, p + 1] {
+            assert_eq!(encode_buf(n).as_str(), model_encode(n), "encode_buf({n})");
+            assert_eq!(decode(&model_encode(n)), Ok(n), "decode({n})");
+            let width = model_encode(n).len();
+            assert_eq!(encode_fixed_buf(n, width).map(|c| c.to_string()), Ok(model_encode(n)));
+            assert!(encode_fixed_buf(n, width - 1).is_err(), "{n} in {} digits", width - 1);
+        }
+    }
+}
+
+/// Any `u64`, with every digit count equally likely (a uniform `u64` has 11 digits).
+fn any_magnitude() -> impl Strategy<Value = u64> {
+    (any::<u64>(), 0u32..64).prop_map(|(n, shift)| n >> shift)
+}
+
 proptest! {
+    #[test]
+    fn encoders_match_the_model(n in any_magnitude()) {
+        let want = model_encode(n);
+        let code = encode_buf(n);
+        prop_assert_eq!(code.as_str(), &want);
+        prop_assert_eq!(code.as_bytes(), want.as_bytes());
+        prop_assert_eq!(code.to_string(), want.clone());
+        prop_assert_eq!(encode(n), want.clone());
+        let mut out = String::from("x");
+        encode_into(n, &mut out);
+        prop_assert_eq!(out, format!("x{want}"));
+    }
+
+    #[test]
+    fn fixed_encoders_match_the_model(n in any_magnitude(), width in 0usize..24) {
+        let want = model_encode_fixed(n, width);
+        prop_assert_eq!(encode_fixed(n, width), want.clone());
+        let buf = encode_fixed_buf(n, width);
+        if width > base62::MAX_U64_LEN {
+            prop_assert_eq!(buf, Err(EncodeError::WidthUnsupported { width, max: 11 }));
+        } else {
+            prop_assert_eq!(buf.map(|code| code.to_string()), want);
+        }
+    }
+
+    #[test]
+    fn decode_matches_the_model(
+        s in "[0-9A-Za-z]{0,13}|[0-9A-Za-z]{0,11}[^0-9A-Za-z][0-9A-Za-z]{0,3}|\\PC{0,12}"
+    ) {
+        prop_assert_eq!(decode(&s), model_decode(&s));
+    }
+
+    #[test]
+    fn buf_codes_round_trip(n in any_magnitude(), extra in 0usize..11) {
+        prop_assert_eq!(decode(&encode_buf(n)), Ok(n));
+        let width = (model_encode(n).len() + extra).min(base62::MAX_U64_LEN);
+        prop_assert_eq!(decode(&encode_fixed_buf(n, width).unwrap()), Ok(n));
+    }
+
+    #[test]
+    fn fixed_width_bufs_sort_like_numbers(a in any_magnitude(), b in any_magnitude()) {
+        let (ca, cb) = (encode_fixed_buf(a, 11).unwrap(), encode_fixed_buf(b, 11).unwrap());
+        prop_assert_eq!(a.cmp(&b), ca.cmp(&cb));
+        prop_assert_eq!(a == b, ca == cb);
+    }
+
     #[test]
     fn round_trips_every_u64(n in any::<u64>()) {
         let text = encode(n);
