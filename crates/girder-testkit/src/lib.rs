@@ -5,4 +5,5 @@
 //! against every regex engine): a backend is only done when its suite passes.
 
 pub mod backends;
+pub mod cache;
 pub mod id;

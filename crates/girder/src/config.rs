@@ -51,6 +51,16 @@ pub struct ServeSettings {
     /// How long shutdown waits for in-flight requests, in ms [default: 10000].
     #[arg(long, env = "GIRDER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
+    /// How long a link stays fresh in the redirect cache, in ms; also the staleness
+    /// bound across instances when Redis invalidation is unavailable [default: 30000].
+    #[arg(long, env = "GIRDER_CACHE_TTL_MS")]
+    pub cache_ttl_ms: Option<u64>,
+    /// Links held in each instance's in-process cache [default: 100000].
+    #[arg(long, env = "GIRDER_CACHE_CAPACITY")]
+    pub cache_capacity: Option<u64>,
+    /// Redis for the shared cache layer and cross-instance invalidation (off if unset).
+    #[arg(long, env = "GIRDER_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Where `girder lab` results are read from for the dashboard [default: ./girder-lab].
     #[arg(long, env = "GIRDER_LAB_DIR")]
     pub lab_dir: Option<PathBuf>,
@@ -73,6 +83,9 @@ impl ServeSettings {
             body_bytes_max: self.body_bytes_max.or(other.body_bytes_max),
             shutdown_grace_ms: self.shutdown_grace_ms.or(other.shutdown_grace_ms),
             lab_dir: self.lab_dir.or(other.lab_dir),
+            cache_ttl_ms: self.cache_ttl_ms.or(other.cache_ttl_ms),
+            cache_capacity: self.cache_capacity.or(other.cache_capacity),
+            redis_url: self.redis_url.or(other.redis_url),
         }
     }
 
@@ -123,6 +136,13 @@ impl ServeSettings {
         if !(256..=64 * 1024 * 1024).contains(&body_bytes_max) {
             bail!("body_bytes_max must be 256..=67108864, got {body_bytes_max}");
         }
+        let cache = girder_cache::CacheConfig {
+            name: "bitly_links".to_owned(),
+            ttl_ms: self.cache_ttl_ms.unwrap_or(30_000),
+            l1_capacity_entries: self.cache_capacity.unwrap_or(100_000),
+            ..girder_cache::CacheConfig::default()
+        };
+        cache.validate().map_err(|e| anyhow::anyhow!("cache settings: {e}"))?;
         let public_url = self.public_url.unwrap_or_else(|| format!("http://{bind}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("public_url must start with http:// or https://, got {public_url:?}");
@@ -145,6 +165,8 @@ impl ServeSettings {
                     ..Default::default()
                 },
                 reserved: Reserved::server_paths(),
+                cache,
+                redis_url: self.redis_url,
             },
         })
     }

@@ -71,3 +71,27 @@ fn list_names_every_experiment_and_bad_names_fail_clearly() {
     assert!(err.contains("no experiment named \"no-such-thing\"") && err.contains("ids"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_quick_run_shows_single_flight_and_skew() {
+    let out = tempfile::tempdir().expect("dir");
+    let options = LabOptions { quick: true, postgres_url: None, out_dir: out.path().to_owned() };
+    let dir = lab::run(lab::find("cache").expect("registered"), options).await.expect("run");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("results.json"))
+            .expect("json");
+    let rows = results["rows"].as_array().expect("rows");
+    let cell = |row: &serde_json::Value, i: usize| row[i].as_str().expect("cell").to_owned();
+    let single_flight = rows.iter().find(|r| cell(r, 0) == "stampede, single-flight").expect("row");
+    assert_eq!(cell(single_flight, 5), "1", "1,000 concurrent misses, one store read");
+    // Hit ratio never falls as the L1 grows, for every skew.
+    for s in results["plot"]["series"].as_array().expect("series") {
+        let ratios: Vec<f64> = s["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| p[1].as_f64().expect("y"))
+            .collect();
+        assert!(ratios.windows(2).all(|w| w[1] >= w[0]), "{}: {ratios:?}", s["name"]);
+    }
+}

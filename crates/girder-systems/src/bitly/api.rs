@@ -22,8 +22,8 @@ use crate::problem::Problem;
 /// The OpenAPI description of Bit.ly's endpoints.
 #[derive(OpenApi)]
 #[openapi(
-    paths(shorten, list_links, get_link, update_link, delete_link, link_stats, redirect),
-    components(schemas(ShortenRequest, ShortenResponse, UpdateRequest, LinkView, LinkPage, LinkStats, Problem)),
+    paths(shorten, list_links, get_link, update_link, delete_link, link_stats, cache_layers, redirect),
+    components(schemas(ShortenRequest, ShortenResponse, UpdateRequest, LinkView, LinkPage, LinkStats, CacheLayer, Problem)),
     tags((name = "bitly", description = "URL shortener"))
 )]
 pub struct BitlyApi;
@@ -110,6 +110,17 @@ pub struct ListQuery {
 /// The largest page the listing returns.
 pub const PAGE_LIMIT_MAX: u32 = 100;
 const LIST_SCOPE: &str = "bitly.links";
+
+/// Hit and miss counts of one layer of the redirect path's cache.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CacheLayer {
+    /// `l1` (in process), `l2` (Redis, when configured) or `store` (the database).
+    pub layer: String,
+    /// Lookups this layer answered.
+    pub hits: u64,
+    /// Lookups it passed down.
+    pub misses: u64,
+}
 
 /// Click counts of a link.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -203,6 +214,15 @@ impl IntoResponse for ErrorKind {
 
 type Result<T, E = ErrorKind> = std::result::Result<T, E>;
 
+/// Where a handler reads a link from.
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    /// Through the cache: the redirect path.
+    Cached,
+    /// From the store: management reads.
+    Fresh,
+}
+
 impl Bitly {
     /// The API routes, to be nested at `/api/bitly`.
     pub fn api_router(self: &Arc<Self>) -> Router {
@@ -210,6 +230,7 @@ impl Bitly {
             .route("/urls", post(shorten).get(list_links))
             .route("/urls/{code}", get(get_link).patch(update_link).delete(delete_link))
             .route("/urls/{code}/stats", get(link_stats))
+            .route("/cache", get(cache_layers))
             .with_state(Arc::clone(self))
     }
 
@@ -222,8 +243,10 @@ impl Bitly {
         format!("{}/{code}", self.config.public_url.trim_end_matches('/'))
     }
 
-    /// Finds a live link: unknown → 404, expired → 410.
-    async fn live_link(&self, code: &str) -> Result<Link> {
+    /// Finds a live link: unknown → 404, expired → 410. `Lookup::Cached` goes
+    /// through the redirect path's cache; `Lookup::Fresh` reads the store, for the
+    /// management API, whose answers (click counts) must not lag.
+    async fn live_link(&self, code: &str, lookup: Lookup) -> Result<Link> {
         // Anything that cannot be a code is unknown without a database round trip.
         if code.is_empty()
             || code.len() > ALIAS_LEN_MAX
@@ -231,11 +254,11 @@ impl Bitly {
         {
             return Err(ErrorKind::UnknownCode(code.chars().take(ALIAS_LEN_MAX).collect()));
         }
-        let link = self
-            .resolver
-            .resolve(code)
-            .await?
-            .ok_or_else(|| ErrorKind::UnknownCode(code.to_owned()))?;
+        let found = match lookup {
+            Lookup::Cached => self.resolver.resolve(code).await?,
+            Lookup::Fresh => self.store.get(code).await?,
+        };
+        let link = found.ok_or_else(|| ErrorKind::UnknownCode(code.to_owned()))?;
         let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
         if link.expires_at_ms.is_some_and(|t| t <= now_ms) {
             return Err(ErrorKind::Expired(code.to_owned()));
@@ -324,6 +347,8 @@ async fn shorten(
             }
         }
     }
+    // A lookup of this code before it existed may have cached its absence.
+    bitly.resolver.invalidate(&link.code).await;
     metrics::counter!("girder_bitly_links_created_total").increment(1);
     let body = ShortenResponse {
         short_url: bitly.short_url(&link.code),
@@ -385,7 +410,7 @@ async fn get_link(
     axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
     Path(code): Path<String>,
 ) -> Result<axum::Json<LinkView>> {
-    let link = bitly.live_link(&code).await?;
+    let link = bitly.live_link(&code, Lookup::Fresh).await?;
     Ok(axum::Json(LinkView::from(link)))
 }
 
@@ -462,13 +487,40 @@ async fn link_stats(
     axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
     Path(code): Path<String>,
 ) -> Result<axum::Json<LinkStats>> {
-    let link = bitly.live_link(&code).await?;
+    let link = bitly.live_link(&code, Lookup::Fresh).await?;
     let buffered = bitly.clicks.pending(&link.code);
     Ok(axum::Json(LinkStats {
         clicks: u64::try_from(link.clicks).unwrap_or(0) + buffered,
         clicks_buffered: buffered,
         code: link.code,
     }))
+}
+
+/// Hits and misses per layer of the redirect path's cache, on this instance.
+#[utoipa::path(
+    get,
+    path = "/api/bitly/cache",
+    tag = "bitly",
+    responses((status = 200, description = "One entry per layer, top first", body = [CacheLayer]))
+)]
+async fn cache_layers(
+    axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
+) -> axum::Json<Vec<CacheLayer>> {
+    let s = bitly.resolver.stats();
+    let mut layers = vec![CacheLayer { layer: "l1".into(), hits: s.l1_hits, misses: s.l1_misses }];
+    if bitly.resolver.is_shared() {
+        layers.push(CacheLayer {
+            layer: "l2".into(),
+            hits: s.l2_hits,
+            misses: s.l2_misses + s.l2_errors,
+        });
+    }
+    layers.push(CacheLayer {
+        layer: "store".into(),
+        hits: s.loader_calls.saturating_sub(s.loader_errors),
+        misses: s.loader_errors,
+    });
+    axum::Json(layers)
 }
 
 /// Follow a short link.
@@ -487,7 +539,7 @@ async fn redirect(
     axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
     Path(code): Path<String>,
 ) -> Result<Response> {
-    let link = bitly.live_link(&code).await?;
+    let link = bitly.live_link(&code, Lookup::Cached).await?;
     bitly.clicks.record(&link.code);
     let status = match bitly.config.redirect {
         RedirectKind::Found => StatusCode::FOUND,

@@ -20,12 +20,12 @@ use girder_core::Clock;
 use crate::cursor::CursorCodec;
 
 pub use api::{
-    BitlyApi, ErrorKind, LinkPage, LinkStats, LinkView, ListQuery, PAGE_LIMIT_MAX, ShortenRequest,
-    ShortenResponse, UpdateRequest,
+    BitlyApi, CacheLayer, ErrorKind, LinkPage, LinkStats, LinkView, ListQuery, PAGE_LIMIT_MAX,
+    ShortenRequest, ShortenResponse, UpdateRequest,
 };
 pub use clicks::{ClickBuffer, ClickBufferConfig};
 pub use codes::{CODE_LEN, CodeMinter, CodeMode, MintError};
-pub use resolve::Resolver;
+pub use resolve::{Resolver, ResolverError, StoreLoader};
 pub use store::{Link, LinkStore, StoreError};
 pub use validate::Reserved;
 
@@ -70,6 +70,10 @@ pub struct BitlyConfig {
     pub clicks: ClickBufferConfig,
     /// Top-level paths no code may take.
     pub reserved: Reserved,
+    /// The link cache on the redirect path.
+    pub cache: girder_cache::CacheConfig,
+    /// Redis for the shared cache layer and cross-instance invalidation, if any.
+    pub redis_url: Option<String>,
 }
 
 /// A running Bit.ly: store, code minter, click buffer and lookup seam.
@@ -136,7 +140,14 @@ impl Bitly {
         let source = store.id_source("bitly_codes").await?;
         let minter = CodeMinter::new(source, config.id_batch_size, mode, config.reserved.clone());
         let clicks = ClickBuffer::new(config.clicks);
-        let resolver = Resolver::new(store.clone());
+        let resolver = Resolver::new(
+            store.clone(),
+            config.cache.clone(),
+            config.redis_url.as_deref(),
+            Arc::clone(&clock),
+        )
+        .await
+        .map_err(|e| StoreError::Cache(e.to_string()))?;
         let cursors = CursorCodec::new(shared_key::<32>(&store, CURSOR_KEY_SETTING).await?);
         Ok(Arc::new(Self { store, minter, clicks, resolver, cursors, clock, config }))
     }
@@ -152,6 +163,13 @@ impl Bitly {
     pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let clicks = Arc::clone(&self.clicks);
         clicks.run_flusher(self.store.clone(), shutdown).await;
+        self.resolver.shutdown().await;
+    }
+
+    /// Counters of the link cache's layers.
+    #[must_use]
+    pub fn cache_stats(&self) -> girder_cache::CacheStats {
+        self.resolver.stats()
     }
 
     /// Flushes buffered clicks now.

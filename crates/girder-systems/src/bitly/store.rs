@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, Row, SqlitePool};
 
 /// A stored short link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Link {
     /// The short code (generated or a custom alias).
     pub code: String,
@@ -38,6 +38,9 @@ pub enum StoreError {
     /// The database failed or is unreachable.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A read through the link cache failed (its loader's error, shared by waiters).
+    #[error("{0}")]
+    Cache(String),
     /// The id counter failed.
     #[error("id counter: {0}")]
     Counter(#[from] girder_id::counter::LeaseError),

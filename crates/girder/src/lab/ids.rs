@@ -265,7 +265,7 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
 
     Ok(Report {
         experiment: "ids".into(),
-        ran_at: now_rfc3339(),
+        ran_at: super::now_rfc3339(),
         parameters: json!({
             "quick": ctx.options.quick,
             "generated_per_scheme": generate_n,
@@ -284,10 +284,4 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         }),
         findings,
     })
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -2,6 +2,7 @@
 //! shows a progress bar, prints a table, and writes `results.json` and
 //! `plot.svg` under `./girder-lab/<experiment>/`.
 
+mod cache;
 mod ids;
 pub mod report;
 mod svg;
@@ -59,11 +60,25 @@ mod futures_run {
 }
 
 /// Every experiment, in the catalogue's order.
-pub const EXPERIMENTS: &[Experiment] = &[Experiment {
-    name: "ids",
-    summary: "counter+Base62 vs Snowflake vs UUIDv4 vs UUIDv7: length, generation rate, B-tree insert rate as the table grows",
-    run: |ctx| Box::pin(ids::run(ctx)),
-}];
+pub const EXPERIMENTS: &[Experiment] = &[
+    Experiment {
+        name: "cache",
+        summary: "L1 hit ratio and per-layer latency vs L1 size under Zipf traffic; store reads in a stampede with and without single-flight",
+        run: |ctx| Box::pin(cache::run(ctx)),
+    },
+    Experiment {
+        name: "ids",
+        summary: "counter+Base62 vs Snowflake vs UUIDv4 vs UUIDv7: length, generation rate, B-tree insert rate as the table grows",
+        run: |ctx| Box::pin(ids::run(ctx)),
+    },
+];
+
+/// Now, for the `ran_at` of a report.
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
 
 /// Looks an experiment up by name.
 ///

@@ -32,7 +32,7 @@ mod open_loop;
 mod recorder;
 pub mod report;
 mod scenario;
-mod zipf;
+pub(crate) mod zipf;
 
 use std::sync::Arc;
 

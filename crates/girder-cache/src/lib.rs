@@ -1,0 +1,92 @@
+//! A multi-layer read-through cache: "Pattern: Multi-Layer Caching" and "Pattern: Query
+//! Result Caching" made real.
+//!
+//! **Problem.** Under read-heavy load the system of record becomes the bottleneck, and
+//! a naive cache in front of it adds its own failures: a stampede of identical loads
+//! when a hot key expires, entries that outlive the data they copy, and instances
+//! that disagree after a write.
+//!
+//! **Guarantee.**
+//! - Concurrent misses on one key in one instance cause exactly one load; its value or
+//!   its error goes to every waiter, and errors are never cached.
+//! - A value is never served fresh past its TTL (`ttl_ms` ± jitter, per entry) on the
+//!   cache's [`Clock`](girder_core::Clock) (the default [`TickingClock`] lags real
+//!   time by about a millisecond). With `stale_ms`, it may be served stale for that
+//!   much longer while one background refresh runs.
+//! - After [`Cache::put`] or [`Cache::invalidate`] returns `Ok`, no read that starts on
+//!   this instance gets the old value, no load that began before the write fills any
+//!   layer, and every other instance sharing the L2 drops its L1 copy when the
+//!   broadcast reaches it. (Reads already waiting on such a load get its result: they
+//!   were concurrent with the write.)
+//! - Memory is bounded: L1 by `l1_capacity_entries`, in-flight loads by the number of
+//!   callers inside a miss, background refreshes by `refreshes_max`.
+//!
+//! **Trade-off.** Cross-instance invalidation is eventually consistent. Normally another
+//! instance stops serving an old value within the pub/sub latency (sub-millisecond on
+//! a LAN). If its subscription is down, the bound is its L1 TTL
+//! (`ttl_ms * (1 + ttl_jitter_fraction) + stale_ms`); when it re-subscribes it clears
+//! its L1, since it may have missed invalidations. L2 itself is eventually consistent
+//! with the store up to `l2_ttl_ms` for writes made without `put`/`invalidate`. L2
+//! failures degrade reads to L1 + loader rather than failing them.
+//!
+//! ```
+//! use girder_cache::{Cache, CacheConfig, loader_fn};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // The loader reads the system of record; here, a made-up table of short links.
+//! let links = loader_fn(|code: String| async move {
+//!     Ok::<_, std::io::Error>((code == "abc").then(|| "https://example.com".to_owned()))
+//! });
+//! let config = CacheConfig { name: "links".into(), ttl_ms: 30_000, ..CacheConfig::default() };
+//! let cache = Cache::new(config, links)?;
+//! assert_eq!(cache.get(&"abc".to_owned()).await?.as_deref(), Some("https://example.com"));
+//! assert_eq!(cache.get(&"zzz".to_owned()).await?, None); // cached as absent for 5 s
+//! assert_eq!(cache.get(&"abc".to_owned()).await?.as_deref(), Some("https://example.com"));
+//! assert_eq!((cache.stats().loader_calls, cache.stats().l1_hits), (2, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! Add a shared layer with `Cache::builder(config, loader).l2(RedisL2::connect(url).await?)`
+//! (feature `redis`), or [`MemoryL2`] in process. Key query results by [`QueryKey`].
+//!
+//! Measured (criterion, 2-core VM, 100k keys, random order, single thread; `cargo bench
+//! -p girder-bench --bench cache`): an L1 hit through [`Cache::get`] costs 1.06–1.11x a
+//! bare `quick_cache` `get` for `Arc<str>` values (~170 ns vs ~156 ns, dominated by
+//! cache misses) and ~1.4x for `u64` values (~49 ns vs ~35 ns), where Girder's entry
+//! (value, `Option` tag, expiry: 24 bytes instead of 8) costs most of the gap; the same
+//! map holding a 24-byte value measures ~46 ns. `moka::sync::Cache::get` measures
+//! ~0.9–1 µs in the same run.
+//!
+//! Time on the hit path comes from [`TickingClock`], a process-wide thread that
+//! refreshes a cached wall time every [`TICK`] (1 ms) and is joined when the last
+//! cache is dropped; tests pass a manual clock instead.
+//!
+//! Modules: [`config`] (the knobs), `cache` ([`Cache`]), [`l2`] (the shared layer
+//! trait and its backends), [`query_key`] (canonical query keys); the L1 map, the
+//! single-flight table and the L2 entry codec are private.
+
+mod cache;
+mod clock;
+mod codec;
+pub mod config;
+mod error;
+mod flight;
+mod key;
+mod l1;
+pub mod l2;
+mod loader;
+pub mod query_key;
+mod stats;
+
+pub use cache::{Cache, CacheBuilder, CacheValue, ListenerProgress};
+pub use clock::{TICK, TickingClock};
+pub use config::{CacheConfig, ConfigError};
+pub use error::{BuildError, GetError, WriteError};
+pub use key::CacheKey;
+#[cfg(feature = "redis")]
+pub use l2::RedisL2;
+pub use l2::{L2Error, L2Store, MemoryL2, NoL2};
+pub use loader::{FnLoader, Loader, loader_fn};
+pub use query_key::QueryKey;
+pub use stats::CacheStats;

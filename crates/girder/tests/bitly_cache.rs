@@ -1,0 +1,134 @@
+//! The redirect path's cache: warm redirects skip the store, and a changed or
+//! deleted link is never served stale beyond the documented bound on any
+//! instance — the pub/sub latency with Redis, the L1 TTL without it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{TestDb, app_with, get, post_json, send};
+use girder::config::ServeSettings;
+use girder_core::services::{Service, require};
+use girder_core::{Clock, ManualClock, SystemClock};
+use serde_json::json;
+
+async fn shorten(app: &Router, url: &str) -> String {
+    let r = post_json(app, "/api/bitly/urls", &json!({ "url": url })).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    r.json()["code"].as_str().expect("code").to_owned()
+}
+
+async fn location(app: &Router, code: &str) -> Option<String> {
+    get(app, &format!("/{code}")).await.header("location").map(str::to_owned)
+}
+
+async fn patch_url(app: &Router, code: &str, url: &str) {
+    let request = Request::patch(format!("/api/bitly/urls/{code}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "url": url }).to_string()))
+        .expect("request");
+    assert_eq!(send(app, request).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn warm_redirects_are_served_from_l1() {
+    let db = TestDb::sqlite();
+    let (app, systems) = app_with(&db, Arc::new(SystemClock), ServeSettings::default()).await;
+    let code = shorten(&app, "https://example.com/warm").await;
+    for _ in 0..10 {
+        assert_eq!(location(&app, &code).await.as_deref(), Some("https://example.com/warm"));
+    }
+    let stats = systems.bitly.cache_stats();
+    assert_eq!(stats.loader_calls, 1, "one store read, then L1: {stats:?}");
+    assert_eq!(stats.l1_hits, 9);
+    let layers = get(&app, "/api/bitly/cache").await.json();
+    assert_eq!(layers[0]["layer"], "l1");
+    assert_eq!(layers[0]["hits"], 9);
+}
+
+/// Without Redis, a second instance keeps its cached copy until its L1 TTL runs out:
+/// the documented bound, shown with a manual clock.
+#[tokio::test]
+async fn without_redis_other_instances_are_stale_at_most_one_ttl() {
+    let db = TestDb::sqlite();
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let settings = || ServeSettings { cache_ttl_ms: Some(10_000), ..Default::default() };
+    let (a, _) = app_with(&db, Arc::new(clock.clone()), settings()).await;
+    let (b, _) = app_with(&db, Arc::new(clock.clone()), settings()).await;
+    let code = shorten(&a, "https://example.com/v1").await;
+    assert_eq!(location(&b, &code).await.as_deref(), Some("https://example.com/v1"));
+
+    patch_url(&a, &code, "https://example.com/v2").await;
+    assert_eq!(
+        location(&a, &code).await.as_deref(),
+        Some("https://example.com/v2"),
+        "writer sees its write"
+    );
+    assert_eq!(
+        location(&b, &code).await.as_deref(),
+        Some("https://example.com/v1"),
+        "b: within its TTL"
+    );
+    // TTL 10 s with ±10% jitter: past 11 s the old copy is gone.
+    clock.advance(Duration::from_millis(11_001));
+    assert_eq!(location(&b, &code).await.as_deref(), Some("https://example.com/v2"));
+}
+
+/// With Redis, an update or delete on one instance evicts the link from every
+/// other instance's L1 through pub/sub, long before any TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_updates_and_deletes_reach_every_instance() {
+    let Some(redis) =
+        require(Service::Redis, "with_redis_updates_and_deletes_reach_every_instance")
+    else {
+        return;
+    };
+    for db in TestDb::all("with_redis_updates_and_deletes_reach_every_instance").await {
+        // A TTL far longer than the test: only invalidation can explain a fresh read.
+        let settings = || ServeSettings {
+            cache_ttl_ms: Some(3_600_000),
+            redis_url: Some(redis.clone()),
+            ..Default::default()
+        };
+        let (a, _) = app_with(&db, Arc::new(SystemClock), settings()).await;
+        let (b, systems_b) = app_with(&db, Arc::new(SystemClock), settings()).await;
+        let code = shorten(&a, "https://example.com/one").await;
+        assert_eq!(location(&b, &code).await.as_deref(), Some("https://example.com/one"));
+        assert_eq!(location(&b, &code).await.as_deref(), Some("https://example.com/one"));
+        assert!(systems_b.bitly.cache_stats().l1_hits >= 1, "b serves from its L1");
+
+        patch_url(&a, &code, "https://example.com/two").await;
+        wait_until(|| async {
+            location(&b, &code).await.as_deref() == Some("https://example.com/two")
+        })
+        .await;
+
+        let deleted = send(
+            &a,
+            Request::delete(format!("/api/bitly/urls/{code}")).body(Body::empty()).expect("req"),
+        )
+        .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+        wait_until(|| async { get(&b, &format!("/{code}")).await.status == StatusCode::NOT_FOUND })
+            .await;
+        db.drop_db().await;
+    }
+}
+
+/// Polls `done` until it holds; the bound is generous, the typical wait is one
+/// pub/sub round trip. This waits on another task's I/O, not on a clock.
+async fn wait_until<F, Fut>(done: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done().await {
+        assert!(Instant::now() < deadline, "other instance still stale after 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
