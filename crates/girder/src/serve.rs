@@ -29,7 +29,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let background = tokio::spawn(Arc::clone(&systems.bitly).run_background(stopped(stop_rx)));
+    let background =
+        tokio::spawn(Arc::clone(&systems.bitly).run_background(stopped(stop_rx.clone())));
+    let upkeep = tokio::spawn(crate::telemetry::run_upkeep(stopped(stop_rx)));
 
     let router = app::router(&systems, &config);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -39,6 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // In-flight requests have drained; now let background work finish its last flush.
     let _ = stop_tx.send(true);
+    let _ = upkeep.await;
     if tokio::time::timeout(grace, background).await.is_err() {
         tracing::warn!(grace_ms = config.shutdown_grace_ms, "background work did not stop in time");
     }
