@@ -78,10 +78,14 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Finds the schemathesis CLI (`st` or `schemathesis`).
-fn schemathesis_cli() -> Option<&'static str> {
-    ["st", "schemathesis"].into_iter().find(|cli| {
-        Command::new(cli)
+/// Finds the schemathesis CLI: `st`, `schemathesis`, or the module through
+/// `python3 -m schemathesis.cli` (for a pip install whose scripts are not on PATH).
+fn schemathesis_cli() -> Option<Vec<&'static str>> {
+    let candidates: [&[&'static str]; 3] =
+        [&["st"], &["schemathesis"], &["python3", "-m", "schemathesis.cli"]];
+    candidates.into_iter().map(<[&str]>::to_vec).find(|cli| {
+        Command::new(cli[0])
+            .args(&cli[1..])
             .arg("--version")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -128,20 +132,18 @@ fn schemathesis(root: &Path) -> anyhow::Result<()> {
     }
     let url = format!("http://{bind}/openapi.json");
     let examples = std::env::var("GIRDER_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());
-    let result = run(
-        root,
-        cli,
-        &[
-            "run",
-            &url,
-            "--checks",
-            "not_a_server_error",
-            "--max-examples",
-            &examples,
-            "--workers",
-            "2",
-        ],
-    );
+    let mut args: Vec<&str> = cli[1..].to_vec();
+    args.extend([
+        "run",
+        &url,
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        &examples,
+        "--workers",
+        "2",
+    ]);
+    let result = run(root, cli[0], &args);
     let _ = std::fs::remove_dir_all(&data);
     result
 }
