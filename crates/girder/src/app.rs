@@ -36,6 +36,8 @@ impl Systems {
     /// # Errors
     /// A store cannot be opened.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // Systems register metric handles as they open: the recorder must exist first.
+        telemetry::prometheus();
         if let Some(dir) = sqlite_parent_dir(&config.bitly.database_url) {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
@@ -118,25 +120,29 @@ pub fn router(systems: &Systems, config: &Config) -> Router {
             systems: systems.clone(),
             lab_dir: Arc::new(config.lab_dir.clone()),
         });
-    Router::new()
+    // Everything but the redirect path is traced and timed per route. Redirects, the
+    // hot path, skip those two layers: they are counted by the click buffer and
+    // `girder_bitly_redirects_total`, and together the layers cost more than the
+    // redirect itself (see BENCHMARKS.md).
+    let observed = Router::new()
         .merge(ops)
         .nest("/api/bitly", systems.bitly.api_router())
-        .merge(systems.bitly.redirect_router())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::track))
-        .layer(DefaultBodyLimit::max(config.body_bytes_max))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request
                 .headers()
                 .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            // DEBUG, not INFO: a span per request costs microseconds on the redirect
-            // path at the default filter; `RUST_LOG=debug` turns it on.
             tracing::debug_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
-        }))
+        }));
+    Router::new()
+        .merge(observed)
+        .merge(systems.bitly.redirect_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.body_bytes_max))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()))
 }
 

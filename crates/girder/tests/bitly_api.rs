@@ -322,9 +322,17 @@ async fn operational_endpoints() {
     assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK);
     assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
     let _ = get(&app, "/healthz").await;
+    let code = post_json(&app, "/api/bitly/urls", &json!({"url": "https://e.com/m"})).await.json()
+        ["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    assert_eq!(get(&app, &format!("/{code}")).await.status, StatusCode::FOUND);
     let metrics = get(&app, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
-    assert!(String::from_utf8_lossy(&metrics.body).contains("girder_http_requests_total"));
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("girder_http_requests_total"), "{text}");
+    assert!(text.contains("girder_bitly_redirects_total"), "{text}");
     let openapi = get(&app, "/openapi.json").await.json();
     for path in ["/api/bitly/urls", "/{code}", "/api/bitly/urls/{code}/stats", "/healthz"] {
         assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");

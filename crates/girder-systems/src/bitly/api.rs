@@ -541,6 +541,7 @@ async fn redirect(
 ) -> Result<Response> {
     let link = bitly.live_link(&code, Lookup::Cached).await?;
     bitly.clicks.record(&link.code);
+    bitly.redirects.increment(1);
     let status = match bitly.config.redirect {
         RedirectKind::Found => StatusCode::FOUND,
         RedirectKind::Permanent => StatusCode::MOVED_PERMANENTLY,
