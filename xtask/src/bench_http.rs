@@ -65,8 +65,13 @@ fn wrk(
     let p50_ms = field("50%").map(parse_latency_ms).context("no p50")?;
     let p99_ms = field("99%").map(parse_latency_ms).context("no p99")?;
     let errors = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0)
-        + field("Socket errors:").map_or(0, |_| 1);
+        + field("Socket errors:").map_or(0, sum_socket_errors);
     Ok(Sample { requests_per_sec, p50_ms, p99_ms, errors })
+}
+
+/// Sums wrk's `connect 0, read 2, write 0, timeout 5`.
+fn sum_socket_errors(v: &str) -> u64 {
+    v.split(',').filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok()).sum()
 }
 
 /// wrk prints latencies as `812.00us`, `1.23ms` or `1.01s`.

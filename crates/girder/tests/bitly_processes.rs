@@ -72,17 +72,27 @@ async fn two_instances_sharing_postgres_never_duplicate_a_code() {
     db.drop_db().await;
 }
 
+/// Links acknowledged before the test kills the server.
+const KILL_AFTER_ACKS: usize = 400;
+
 /// Shortens from 16 clients until `stop`; returns every (code, url) answered 201.
+/// `reached` fires once [`KILL_AFTER_ACKS`] links have been acknowledged.
 async fn shorten_until(
     base: String,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
+    reached: Arc<tokio::sync::Notify>,
 ) -> Vec<(String, String)> {
     let http = client();
     let mut tasks = Vec::new();
     for c in 0..16 {
-        let (http, base, stop, acked) =
-            (http.clone(), base.clone(), Arc::clone(&stop), Arc::clone(&acked));
+        let (http, base, stop, acked, reached) = (
+            http.clone(),
+            base.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&acked),
+            Arc::clone(&reached),
+        );
         tasks.push(tokio::spawn(async move {
             let mut made = Vec::new();
             for i in 0.. {
@@ -93,7 +103,9 @@ async fn shorten_until(
                 match shorten(&http, &base, &url).await {
                     Some(code) => {
                         made.push((code, url));
-                        acked.fetch_add(1, Ordering::SeqCst);
+                        if acked.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER_ACKS {
+                            reached.notify_one();
+                        }
                     }
                     // The server is gone: this client is done.
                     None => break,
@@ -116,17 +128,22 @@ async fn sigkill_under_load_loses_no_acknowledged_link() {
         let mut server = Server::start(dir.path(), db.url(), &["--id-batch-size", "50"]);
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
-        let load =
-            tokio::spawn(shorten_until(server.base.clone(), Arc::clone(&stop), Arc::clone(&acked)));
-        // Kill once a few hundred links were acknowledged, mid-stream.
-        while acked.load(Ordering::SeqCst) < 400 {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let load = tokio::spawn(shorten_until(
+            server.base.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&acked),
+            Arc::clone(&reached),
+        ));
+        // Kill once a few hundred links were acknowledged, mid-stream. Bounded: if the
+        // clients fail before that, the test fails instead of waiting forever.
+        tokio::time::timeout(std::time::Duration::from_secs(120), reached.notified())
+            .await
+            .expect("400 links acknowledged within 120 s");
         server.kill();
         stop.store(true, Ordering::SeqCst);
         let before = load.await.expect("load");
-        assert!(before.len() >= 400);
+        assert!(before.len() >= KILL_AFTER_ACKS);
 
         let server = Server::start(dir.path(), db.url(), &["--id-batch-size", "50"]);
         let http = client();

@@ -239,6 +239,11 @@ impl Bitly {
         Router::new().route("/{code}", get(redirect)).with_state(Arc::clone(self))
     }
 
+    /// Now, in the store's unit (signed Unix milliseconds).
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
     fn short_url(&self, code: &str) -> String {
         format!("{}/{code}", self.config.public_url.trim_end_matches('/'))
     }
@@ -259,7 +264,7 @@ impl Bitly {
             Lookup::Fresh => self.store.get(code).await?,
         };
         let link = found.ok_or_else(|| ErrorKind::UnknownCode(code.to_owned()))?;
-        let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        let now_ms = self.now_ms();
         if link.expires_at_ms.is_some_and(|t| t <= now_ms) {
             return Err(ErrorKind::Expired(code.to_owned()));
         }
@@ -318,7 +323,7 @@ async fn shorten(
     Json(request): Json<ShortenRequest>,
 ) -> Result<Response> {
     let url = validate::destination(&request.url)?;
-    let now_ms = i64::try_from(bitly.clock.now_ms()).unwrap_or(i64::MAX);
+    let now_ms = bitly.now_ms();
     let expires_at_ms =
         request.expires_at.as_deref().map(|raw| parse_expiry(raw, now_ms)).transpose()?;
     let mut link = Link {
@@ -439,7 +444,7 @@ async fn update_link(
         link.url = validate::destination(raw)?.into();
     }
     if let Some(expiry) = &request.expires_at {
-        let now_ms = i64::try_from(bitly.clock.now_ms()).unwrap_or(i64::MAX);
+        let now_ms = bitly.now_ms();
         link.expires_at_ms = expiry.as_deref().map(|raw| parse_expiry(raw, now_ms)).transpose()?;
     }
     if !bitly.store.update(&code, &link.url, link.expires_at_ms).await? {

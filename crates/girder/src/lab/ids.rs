@@ -132,29 +132,23 @@ impl Db {
     async fn insert(&self, table: &str, keys: &[Vec<u8>]) -> anyhow::Result<()> {
         // A realistic row: the key plus ~64 bytes of payload.
         let payload = [7u8; 64];
+        // The same multi-row INSERT on either engine; only the pool's type differs.
+        macro_rules! insert_in_one_transaction {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for chunk in keys.chunks(500) {
+                    let mut q = QueryBuilder::new(format!("INSERT INTO {table} (id, payload) "));
+                    q.push_values(chunk, |mut b, k| {
+                        b.push_bind(k.as_slice()).push_bind(&payload[..]);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }};
+        }
         match self {
-            Self::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in keys.chunks(500) {
-                    let mut q = QueryBuilder::new(format!("INSERT INTO {table} (id, payload) "));
-                    q.push_values(chunk, |mut b, k| {
-                        b.push_bind(k.as_slice()).push_bind(&payload[..]);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
-            Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for chunk in keys.chunks(500) {
-                    let mut q = QueryBuilder::new(format!("INSERT INTO {table} (id, payload) "));
-                    q.push_values(chunk, |mut b, k| {
-                        b.push_bind(k.as_slice()).push_bind(&payload[..]);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
+            Self::Sqlite(pool) => insert_in_one_transaction!(pool),
+            Self::Postgres(pool) => insert_in_one_transaction!(pool),
         }
         Ok(())
     }
