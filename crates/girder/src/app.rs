@@ -99,8 +99,8 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// The complete router.
-pub fn router(systems: &Systems, config: &Config) -> Router {
+/// The complete server: the router behind the redirect fast path.
+pub fn router(systems: &Systems, config: &Config) -> App {
     // Metrics recorded before the recorder exists are lost: install it first.
     telemetry::prometheus();
     let openapi = Arc::new(openapi());
@@ -136,14 +136,58 @@ pub fn router(systems: &Systems, config: &Config) -> Router {
                 .unwrap_or_default();
             tracing::debug_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
         }));
-    Router::new()
+    let router = Router::new()
         .merge(observed)
         .merge(systems.bitly.redirect_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));
+    App { bitly: Arc::clone(&systems.bitly), router }
+}
+
+/// The server as one tower `Service`: a `GET`/`HEAD` of `/{code}` whose link this
+/// instance's L1 holds is answered on the spot (no routing, no extractors, no
+/// await: the redirect is the hot path), with the same request-id header as every
+/// other response. Everything else, including every redirect the L1 cannot answer,
+/// goes to the router, whose `/{code}` route gives the identical answer.
+#[derive(Debug, Clone)]
+pub struct App {
+    bitly: Arc<Bitly>,
+    router: Router,
+}
+
+impl tower::Service<axum::extract::Request> for App {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        <Router as tower::Service<axum::extract::Request>>::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // A Router is always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        use futures_util::future::Either;
+        let hot = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+        if hot && let Some(mut response) = self.bitly.redirect_from_l1(request.uri().path()) {
+            let id = request.headers().get(&REQUEST_ID).cloned().or_else(|| {
+                RequestIds::default().make_request_id(&request).map(RequestId::into_header_value)
+            });
+            if let Some(id) = id {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
+            return Either::Left(std::future::ready(Ok(response)));
+        }
+        Either::Right(tower::Service::call(&mut self.router, request))
+    }
 }
 
 async fn not_found(uri: Uri) -> Problem {

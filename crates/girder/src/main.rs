@@ -34,6 +34,9 @@ enum Command {
         /// Also measure against PostgreSQL (uses GIRDER_POSTGRES_URL or the local default).
         #[arg(long)]
         postgres: bool,
+        /// Use Redis (GIRDER_REDIS_URL or the local default) for shared layers.
+        #[arg(long)]
+        redis: bool,
         /// Directory results are written under.
         #[arg(long, env = "GIRDER_LAB_DIR", default_value = "girder-lab")]
         out_dir: PathBuf,
@@ -63,14 +66,15 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Lab { experiment, quick, postgres, out_dir } => {
+        Command::Lab { experiment, quick, postgres, redis, out_dir } => {
             if experiment == "list" {
                 print!("{}", girder::lab::list());
                 return Ok(());
             }
             let experiment = girder::lab::find(&experiment)?;
             let postgres_url = postgres.then(|| girder_core::services::Service::Postgres.url());
-            let options = girder::lab::LabOptions { quick, postgres_url, out_dir };
+            let redis_url = redis.then(|| girder_core::services::Service::Redis.url());
+            let options = girder::lab::LabOptions { quick, postgres_url, redis_url, out_dir };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(girder::lab::run(experiment, options)).map(drop)
         }

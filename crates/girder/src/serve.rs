@@ -35,7 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let router = app::router(&systems, &config);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let server = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    let server = axum::serve(listener, axum::ServiceExt::into_make_service(router))
+        .with_graceful_shutdown(shutdown_signal());
     server.await.context("serving")?;
     tracing::info!("shutting down: flushing buffered writes");
 

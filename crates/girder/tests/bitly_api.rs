@@ -349,7 +349,7 @@ async fn operational_endpoints() {
     assert!(reply.header("x-request-id").is_some_and(|id| !id.is_empty()));
 }
 
-async fn patch_json(app: &axum::Router, path: &str, body: &serde_json::Value) -> common::Reply {
+async fn patch_json(app: &girder::app::App, path: &str, body: &serde_json::Value) -> common::Reply {
     let request = Request::patch(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))

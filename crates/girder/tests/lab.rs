@@ -13,7 +13,12 @@ use girder_core::SystemClock;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_quick_run_writes_a_table_results_and_a_plot() {
     let out = tempfile::tempdir().expect("dir");
-    let options = LabOptions { quick: true, postgres_url: None, out_dir: out.path().to_owned() };
+    let options = LabOptions {
+        quick: true,
+        postgres_url: None,
+        redis_url: None,
+        out_dir: out.path().to_owned(),
+    };
     let experiment = lab::find("ids").expect("registered");
     let dir = lab::run(experiment, options).await.expect("run");
     let results: serde_json::Value =
@@ -75,7 +80,12 @@ fn list_names_every_experiment_and_bad_names_fail_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_quick_run_shows_single_flight_and_skew() {
     let out = tempfile::tempdir().expect("dir");
-    let options = LabOptions { quick: true, postgres_url: None, out_dir: out.path().to_owned() };
+    let options = LabOptions {
+        quick: true,
+        postgres_url: None,
+        redis_url: None,
+        out_dir: out.path().to_owned(),
+    };
     let dir = lab::run(lab::find("cache").expect("registered"), options).await.expect("run");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("results.json"))

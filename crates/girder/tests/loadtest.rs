@@ -21,12 +21,23 @@ struct Running {
 }
 
 impl Running {
-    async fn start(router: Router) -> Self {
+    async fn start<S>(service: S) -> Self
+    where
+        S: tower::Service<
+                axum::extract::Request,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
+            axum::serve(listener, axum::ServiceExt::into_make_service(service))
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })

@@ -251,17 +251,14 @@ impl Bitly {
     /// Finds a live link: unknown → 404, expired → 410. `Lookup::Cached` goes
     /// through the redirect path's cache; `Lookup::Fresh` reads the store, for the
     /// management API, whose answers (click counts) must not lag.
-    async fn live_link(&self, code: &str, lookup: Lookup) -> Result<Link> {
+    async fn live_link(&self, code: &str, lookup: Lookup) -> Result<Arc<Link>> {
         // Anything that cannot be a code is unknown without a database round trip.
-        if code.is_empty()
-            || code.len() > ALIAS_LEN_MAX
-            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !could_be_code(code) {
             return Err(ErrorKind::UnknownCode(code.chars().take(ALIAS_LEN_MAX).collect()));
         }
         let found = match lookup {
             Lookup::Cached => self.resolver.resolve(code).await?,
-            Lookup::Fresh => self.store.get(code).await?,
+            Lookup::Fresh => self.store.get(code).await?.map(Arc::new),
         };
         let link = found.ok_or_else(|| ErrorKind::UnknownCode(code.to_owned()))?;
         let now_ms = self.now_ms();
@@ -270,6 +267,14 @@ impl Bitly {
         }
         Ok(link)
     }
+}
+
+/// Whether `code` has the shape of a code or alias; anything else is unknown without
+/// a lookup.
+fn could_be_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= ALIAS_LEN_MAX
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl From<Link> for LinkView {
@@ -416,7 +421,7 @@ async fn get_link(
     Path(code): Path<String>,
 ) -> Result<axum::Json<LinkView>> {
     let link = bitly.live_link(&code, Lookup::Fresh).await?;
-    Ok(axum::Json(LinkView::from(link)))
+    Ok(axum::Json(LinkView::from(Arc::unwrap_or_clone(link))))
 }
 
 /// Change a link's destination or expiry. Every instance stops serving the old
@@ -492,7 +497,7 @@ async fn link_stats(
     axum::extract::State(bitly): axum::extract::State<Arc<Bitly>>,
     Path(code): Path<String>,
 ) -> Result<axum::Json<LinkStats>> {
-    let link = bitly.live_link(&code, Lookup::Fresh).await?;
+    let link = Arc::unwrap_or_clone(bitly.live_link(&code, Lookup::Fresh).await?);
     let buffered = bitly.clicks.pending(&link.code);
     Ok(axum::Json(LinkStats {
         clicks: u64::try_from(link.clicks).unwrap_or(0) + buffered,
@@ -545,15 +550,36 @@ async fn redirect(
     Path(code): Path<String>,
 ) -> Result<Response> {
     let link = bitly.live_link(&code, Lookup::Cached).await?;
-    bitly.clicks.record(&link.code);
-    bitly.redirects.increment(1);
-    let status = match bitly.config.redirect {
-        RedirectKind::Found => StatusCode::FOUND,
-        RedirectKind::Permanent => StatusCode::MOVED_PERMANENTLY,
-    };
-    let location = HeaderValue::from_str(&link.url).map_err(|_| {
-        // Stored URLs passed validation, which yields only valid header bytes.
-        ErrorKind::UnknownCode(link.code.clone())
-    })?;
-    Ok((status, [(header::LOCATION, location)]).into_response())
+    bitly.redirect_to(&link)
+}
+
+impl Bitly {
+    /// The redirect for `path` if this instance's L1 holds a live link for it, without
+    /// routing, extractors or an await: the server tries this before its router, and
+    /// everything else (misses, unknown or expired codes, anything that is not a bare
+    /// `/{code}`) goes through the `/{code}` route, which answers exactly as before.
+    #[must_use]
+    pub fn redirect_from_l1(&self, path: &str) -> Option<Response> {
+        let code = path.strip_prefix('/').filter(|c| could_be_code(c))?;
+        let link = self.resolver.cached(code)??;
+        if link.expires_at_ms.is_some_and(|t| t <= self.now_ms()) {
+            return None;
+        }
+        self.redirect_to(&link).ok()
+    }
+
+    /// Counts the click and answers with the configured redirect to `link`.
+    fn redirect_to(&self, link: &Link) -> Result<Response> {
+        self.clicks.record(&link.code);
+        self.redirects.increment(1);
+        let status = match self.config.redirect {
+            RedirectKind::Found => StatusCode::FOUND,
+            RedirectKind::Permanent => StatusCode::MOVED_PERMANENTLY,
+        };
+        let location = HeaderValue::from_str(&link.url).map_err(|_| {
+            // Stored URLs passed validation, which yields only valid header bytes.
+            ErrorKind::UnknownCode(link.code.clone())
+        })?;
+        Ok((status, [(header::LOCATION, location)]).into_response())
+    }
 }

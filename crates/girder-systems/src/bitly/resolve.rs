@@ -20,22 +20,25 @@ use super::store::{Link, LinkStore, StoreError};
 #[derive(Debug, Clone)]
 pub struct StoreLoader(LinkStore);
 
-impl Loader<String, Link> for StoreLoader {
+impl Loader<String, Arc<Link>> for StoreLoader {
     type Error = StoreError;
 
-    fn load(&self, code: &String) -> impl Future<Output = Result<Option<Link>, StoreError>> + Send {
+    fn load(
+        &self,
+        code: &String,
+    ) -> impl Future<Output = Result<Option<Arc<Link>>, StoreError>> + Send {
         let store = self.0.clone();
         let code = code.clone();
-        async move { store.get(&code).await }
+        async move { store.get(&code).await.map(|found| found.map(Arc::new)) }
     }
 }
 
 /// How the redirect path finds links.
 pub enum Resolver {
     /// L1 only: one instance, or several that accept the L1 TTL as their staleness bound.
-    Local(Cache<String, Link, StoreLoader>),
+    Local(Cache<String, Arc<Link>, StoreLoader>),
     /// L1 + Redis L2, with cross-instance invalidation over Redis pub/sub.
-    Shared(Cache<String, Link, StoreLoader, RedisL2>),
+    Shared(Cache<String, Arc<Link>, StoreLoader, RedisL2>),
 }
 
 impl std::fmt::Debug for Resolver {
@@ -90,7 +93,7 @@ impl Resolver {
     ///
     /// # Errors
     /// The store failed (L2 failures only degrade to a store read).
-    pub async fn resolve(&self, code: &str) -> Result<Option<Link>, StoreError> {
+    pub async fn resolve(&self, code: &str) -> Result<Option<Arc<Link>>, StoreError> {
         let key = code.to_owned();
         let result = match self {
             Self::Local(cache) => cache.get(&key).await,
@@ -98,6 +101,18 @@ impl Resolver {
         };
         // The loader's error arrives shared (every waiter of the load gets it).
         result.map_err(|e| StoreError::Cache(e.to_string()))
+    }
+
+    /// What this instance's L1 can answer for `code` without waiting: `Some(Some(link))`
+    /// a cached link, `Some(None)` a cached absence, `None` nothing usable (follow with
+    /// [`Resolver::resolve`]). Counted as a hit when it answers, like `resolve`.
+    #[inline]
+    pub fn cached(&self, code: &str) -> Option<Option<Arc<Link>>> {
+        let key = code.to_owned();
+        match self {
+            Self::Local(cache) => cache.get_cached(&key),
+            Self::Shared(cache) => cache.get_cached(&key),
+        }
     }
 
     /// Forgets `code` everywhere, after the store has changed it: this instance at

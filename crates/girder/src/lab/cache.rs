@@ -1,15 +1,18 @@
 //! `girder lab cache` — Pattern: Multi-Layer Caching, measured. Zipf-distributed
 //! reads of a SQLite table through girder-cache's L1: hit ratio and latency per
-//! layer as the L1 grows, for skews s = 0.8, 1.0, 1.2. Then a stampede: 1,000
-//! concurrent reads of one cold key, counting store reads with single-flight
-//! (girder-cache) and without it (a plain check-then-load cache).
+//! layer as the L1 grows, for skews s = 0.8, 1.0, 1.2. Then two instances with
+//! small L1s reading the same keys, without and with a shared L2 (Redis with
+//! `--redis`, an in-process stand-in otherwise): what the second layer saves the
+//! store, and what each layer costs per read. Then a stampede: 1,000 concurrent
+//! reads of one cold key, counting store reads with single-flight (girder-cache)
+//! and without it (a plain check-then-load cache).
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use girder_cache::{Cache, CacheConfig, Loader};
+use girder_cache::{Cache, CacheConfig, L2Store, Loader, MemoryL2, NoL2, RedisL2};
 use rand::SeedableRng;
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -47,6 +50,48 @@ fn percentile_us(samples: &mut [u64], p: f64) -> f64 {
     samples.sort_unstable();
     let index = ((samples.len() - 1) as f64 * p).round() as usize;
     samples[index] as f64 / 1_000.0
+}
+
+/// Per-read latencies of a two-instance run, split by the layer that answered.
+#[derive(Debug, Default)]
+struct Layers {
+    l1_ns: Vec<u64>,
+    l2_ns: Vec<u64>,
+    store_ns: Vec<u64>,
+    store_reads: u64,
+}
+
+/// `reads` Zipf reads, each sent to one of the two instances at random; the layer
+/// that answered is read off the instance's counters around the call.
+async fn two_instances<S: L2Store>(
+    pair: &[Cache<u64, String, RowLoader, S>; 2],
+    zipf: &Zipf,
+    reads: u64,
+    calls: &AtomicU64,
+) -> anyhow::Result<Layers> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut layers = Layers::default();
+    for _ in 0..reads {
+        let key = zipf.sample(&mut rng) as u64;
+        let cache = &pair[usize::from(rand::Rng::random::<bool>(&mut rng))];
+        let before = cache.stats();
+        let started = Instant::now();
+        std::hint::black_box(cache.get(&key).await?);
+        let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let after = cache.stats();
+        if after.l1_hits > before.l1_hits {
+            layers.l1_ns.push(elapsed);
+        } else if after.l2_hits > before.l2_hits {
+            layers.l2_ns.push(elapsed);
+        } else {
+            layers.store_ns.push(elapsed);
+        }
+    }
+    for cache in pair {
+        cache.shutdown().await;
+    }
+    layers.store_reads = calls.load(Ordering::Relaxed);
+    Ok(layers)
 }
 
 pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
@@ -123,7 +168,7 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             rows.push(vec![
                 format!("zipf s={s}"),
                 size.to_string(),
-                format!("{:.1}%", 100.0 * hit_ratio),
+                format!("L1 {:.1}% · store {:.1}%", 100.0 * hit_ratio, 100.0 * (1.0 - hit_ratio)),
                 format!("{:.2}", percentile_us(&mut hit_ns, 0.5)),
                 format!("{:.1}", percentile_us(&mut miss_ns, 0.5)),
                 calls.load(Ordering::Relaxed).to_string(),
@@ -132,6 +177,80 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         }
         series.push(Series { name: format!("zipf s={s}"), points });
     }
+
+    // Two instances, each with a small L1, reading the same Zipf keys: without a
+    // shared layer every instance loads every key it misses; with one, a key loaded
+    // by either instance is an L2 hit for the other.
+    ctx.phase("two instances, with and without L2", 3);
+    let l1_size = sizes[0];
+    let zipf = Zipf::new(usize::try_from(keys)?, 1.0);
+    let run_name = format!("lab_l2_{}_{}", std::process::id(), super::now_rfc3339());
+    let calls = Arc::new(AtomicU64::new(0));
+    let loader = RowLoader { pool: pool.clone(), calls: Arc::clone(&calls) };
+    let make = |suffix: &str| CacheConfig {
+        name: format!("{run_name}_{suffix}"),
+        l1_capacity_entries: l1_size,
+        ttl_ms: 600_000,
+        ..CacheConfig::default()
+    };
+    let pair = [
+        Cache::builder(make("l1"), loader.clone()).build()?,
+        Cache::builder(make("l1"), loader.clone()).build()?,
+    ];
+    let without = two_instances::<NoL2>(&pair, &zipf, reads, &calls).await?;
+    ctx.progress.inc(1);
+    let (l2_kind, with) = if let Some(url) = &ctx.options.redis_url {
+        calls.store(0, Ordering::Relaxed);
+        // Two connections, as two processes would have.
+        let pair = [
+            Cache::builder(make("redis"), loader.clone())
+                .l2(RedisL2::connect(url).await?)
+                .build()?,
+            Cache::builder(make("redis"), loader.clone())
+                .l2(RedisL2::connect(url).await?)
+                .build()?,
+        ];
+        ("redis", two_instances(&pair, &zipf, reads, &calls).await?)
+    } else {
+        calls.store(0, Ordering::Relaxed);
+        let shared = MemoryL2::new(Arc::new(girder_core::SystemClock));
+        let pair = [
+            Cache::builder(make("memory"), loader.clone()).l2(shared.clone()).build()?,
+            Cache::builder(make("memory"), loader.clone()).l2(shared).build()?,
+        ];
+        ("in-process", two_instances(&pair, &zipf, reads, &calls).await?)
+    };
+    ctx.progress.inc(2);
+    let layer_row = |label: String, n: &Layers| {
+        let total = n.l1_ns.len() + n.l2_ns.len() + n.store_ns.len();
+        let share = |v: &[u64]| format!("{:.1}%", 100.0 * v.len() as f64 / total.max(1) as f64);
+        vec![
+            label,
+            format!("{l1_size} ×2"),
+            format!(
+                "L1 {} · L2 {} · store {}",
+                share(&n.l1_ns),
+                share(&n.l2_ns),
+                share(&n.store_ns)
+            ),
+            format!(
+                "L1 {:.2} · L2 {:.1}",
+                percentile_us(&mut n.l1_ns.clone(), 0.5),
+                percentile_us(&mut n.l2_ns.clone(), 0.5)
+            ),
+            format!("{:.1}", percentile_us(&mut n.store_ns.clone(), 0.5)),
+            n.store_reads.to_string(),
+        ]
+    };
+    rows.push(layer_row("2 instances, zipf s=1.0, L1 only".into(), &without));
+    rows.push(layer_row(format!("2 instances, zipf s=1.0, L1 + {l2_kind} L2"), &with));
+    let l2_finding = format!(
+        "two instances with {l1_size}-entry L1s: {} store reads without a shared layer, {} with a {l2_kind} L2 (p50 per read: L2 {:.1} µs, store {:.1} µs)",
+        without.store_reads,
+        with.store_reads,
+        percentile_us(&mut with.l2_ns.clone(), 0.5),
+        percentile_us(&mut with.store_ns.clone(), 0.5),
+    );
 
     // The stampede: 1,000 concurrent reads of one cold key.
     ctx.phase("stampede", 2);
@@ -210,9 +329,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             "l1_sizes": sizes,
             "zipf_s": skews,
             "store": "sqlite",
+            "l2": l2_kind,
             "stampede_callers": CALLERS,
         }),
-        columns: ["workload", "L1 entries", "L1 hit ratio", "p50 hit µs", "p50 miss µs", "store reads"]
+        columns: ["workload", "L1 entries", "answered by", "p50 hit µs", "p50 store µs", "store reads"]
             .map(String::from)
             .to_vec(),
         rows,
@@ -223,6 +343,7 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             series,
         }),
         findings: vec![
+            l2_finding,
             format!("stampede of {CALLERS} concurrent misses on one key: {coalesced} store read(s) with single-flight, {uncoalesced} without"),
             "hit ratio grows with L1 size and with skew: the hotter the head of the distribution, the smaller the cache that absorbs it".into(),
         ],

@@ -21,6 +21,9 @@ pub struct LabOptions {
     pub quick: bool,
     /// Also measure against PostgreSQL at this URL.
     pub postgres_url: Option<String>,
+    /// Use the Redis at this URL where an experiment has a shared layer (the cache's
+    /// L2); an in-process stand-in otherwise.
+    pub redis_url: Option<String>,
     /// Where results go (`./girder-lab` by default).
     pub out_dir: PathBuf,
 }

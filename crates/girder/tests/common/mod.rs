@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use girder::app::App;
 use girder::app::{self, Systems};
 use girder::config::ServeSettings;
 use girder_core::Clock;
@@ -84,7 +84,7 @@ pub async fn app_with(
     db: &TestDb,
     clock: Arc<dyn Clock>,
     settings: ServeSettings,
-) -> (Router, Systems) {
+) -> (App, Systems) {
     let settings = ServeSettings {
         database_url: Some(db.url().to_owned()),
         public_url: Some("http://sho.rt".to_owned()),
@@ -96,7 +96,7 @@ pub async fn app_with(
     (app::router(&systems, &config), systems)
 }
 
-pub async fn app(db: &TestDb) -> (Router, Systems) {
+pub async fn app(db: &TestDb) -> (App, Systems) {
     app_with(db, Arc::new(girder_core::SystemClock), ServeSettings::default()).await
 }
 
@@ -118,7 +118,7 @@ impl Reply {
     }
 }
 
-pub async fn send(app: &Router, request: Request<Body>) -> Reply {
+pub async fn send(app: &App, request: Request<Body>) -> Reply {
     let response = app.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
@@ -126,11 +126,11 @@ pub async fn send(app: &Router, request: Request<Body>) -> Reply {
     Reply { status, headers, body }
 }
 
-pub async fn get(app: &Router, path: &str) -> Reply {
+pub async fn get(app: &App, path: &str) -> Reply {
     send(app, Request::get(path).body(Body::empty()).expect("request")).await
 }
 
-pub async fn post_json(app: &Router, path: &str, body: &serde_json::Value) -> Reply {
+pub async fn post_json(app: &App, path: &str, body: &serde_json::Value) -> Reply {
     let request = Request::post(path)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
