@@ -39,7 +39,12 @@ const fn system(
 
 /// All sixteen systems, in the catalogue's order.
 pub const SYSTEMS: [SystemInfo; 16] = [
-    system("ticketmaster", "Ticketmaster", "seat reservations under contention", Status::Planned),
+    system(
+        "ticketmaster",
+        "Ticketmaster",
+        "seat holds with expiry, idempotent payment, a virtual waiting room",
+        Status::Live,
+    ),
     system("dropbox", "Dropbox", "large blobs, chunked upload, sync", Status::Planned),
     system(
         "bitly",
@@ -47,7 +52,12 @@ pub const SYSTEMS: [SystemInfo; 16] = [
         "URL shortener: counter + Base62, read-heavy redirects, batched clicks",
         Status::Live,
     ),
-    system("gopuff", "GoPuff", "inventory and multi-item ACID orders", Status::Planned),
+    system(
+        "gopuff",
+        "GoPuff",
+        "inventory and multi-item ACID orders: row locks or optimistic versions, cached availability",
+        Status::Live,
+    ),
     system("newsfeed", "News Feed", "fan-out and pre-computed feeds", Status::Planned),
     system("whatsapp", "WhatsApp", "bi-directional real-time messaging", Status::Planned),
     system("livecomments", "Live Comments", "real-time broadcast to viewers", Status::Planned),

@@ -5,4 +5,6 @@ pub mod bitly;
 pub mod catalog;
 pub mod cursor;
 pub mod extract;
+pub mod gopuff;
 pub mod problem;
+pub mod ticketmaster;

@@ -7,3 +7,6 @@
 pub mod backends;
 pub mod cache;
 pub mod id;
+pub mod lease;
+pub mod reservation;
+pub mod version;

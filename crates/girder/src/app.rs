@@ -13,7 +13,9 @@ use axum::{Json, Router};
 use girder_core::Clock;
 use girder_systems::bitly::{Bitly, BitlyApi};
 use girder_systems::catalog::{SYSTEMS, SystemInfo};
+use girder_systems::gopuff::{GoPuff, GoPuffApi};
 use girder_systems::problem::Problem;
+use girder_systems::ticketmaster::{Ticketmaster, TicketmasterApi};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -28,6 +30,10 @@ use crate::telemetry;
 pub struct Systems {
     /// Bit.ly.
     pub bitly: Arc<Bitly>,
+    /// GoPuff.
+    pub gopuff: Arc<GoPuff>,
+    /// Ticketmaster.
+    pub ticketmaster: Arc<Ticketmaster>,
 }
 
 impl Systems {
@@ -42,8 +48,10 @@ impl Systems {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
         }
-        let bitly = Bitly::open(config.bitly.clone(), clock).await?;
-        Ok(Self { bitly })
+        let bitly = Bitly::open(config.bitly.clone(), Arc::clone(&clock)).await?;
+        let gopuff = GoPuff::open(config.gopuff.clone(), Arc::clone(&clock)).await?;
+        let ticketmaster = Ticketmaster::open(config.ticketmaster.clone(), clock).await?;
+        Ok(Self { bitly, gopuff, ticketmaster })
     }
 }
 
@@ -74,6 +82,8 @@ struct ServerApi;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ServerApi::openapi();
     doc.merge(BitlyApi::openapi());
+    doc.merge(GoPuffApi::openapi());
+    doc.merge(TicketmasterApi::openapi());
     doc
 }
 
@@ -108,6 +118,11 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
         .route("/dashboard/bitly", get(|| async { Html(include_str!("../assets/bitly.html")) }))
         .route("/dashboard/lab", get(|| async { Html(include_str!("../assets/lab.html")) }))
+        .route("/dashboard/gopuff", get(|| async { Html(include_str!("../assets/gopuff.html")) }))
+        .route(
+            "/dashboard/ticketmaster",
+            get(|| async { Html(include_str!("../assets/ticketmaster.html")) }),
+        )
         .route("/assets/app.css", get(stylesheet))
         .route("/api/lab", get(lab_results))
         .route("/api/lab/{experiment}/plot.svg", get(lab_plot))
@@ -127,6 +142,8 @@ pub fn router(systems: &Systems, config: &Config) -> App {
     let observed = Router::new()
         .merge(ops)
         .nest("/api/bitly", systems.bitly.api_router())
+        .nest("/api/gopuff", systems.gopuff.api_router())
+        .nest("/api/ticketmaster", systems.ticketmaster.api_router())
         .layer(axum::middleware::from_fn(telemetry::track))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Args;
 use girder_systems::bitly::{BitlyConfig, ClickBufferConfig, CodeStyle, RedirectKind, Reserved};
+use girder_systems::gopuff::{GoPuffConfig, Strategy};
+use girder_systems::ticketmaster::TicketmasterConfig;
 use serde::Deserialize;
 
 /// Settings of `girder serve`; every field optional so sources can be layered.
@@ -61,6 +63,22 @@ pub struct ServeSettings {
     /// Redis for the shared cache layer and cross-instance invalidation (off if unset).
     #[arg(long, env = "GIRDER_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// How GoPuff orders that name no strategy avoid overselling: `row_lock`
+    /// (`SELECT … FOR UPDATE`) or `optimistic` (version check and retry) [default: row_lock].
+    #[arg(long, env = "GIRDER_GOPUFF_STRATEGY")]
+    pub gopuff_strategy: Option<String>,
+    /// How long GoPuff's cached availability answers stay fresh, in ms; the staleness
+    /// bound across instances without Redis [default: 2000].
+    #[arg(long, env = "GIRDER_GOPUFF_AVAILABILITY_TTL_MS")]
+    pub gopuff_availability_ttl_ms: Option<u64>,
+    /// How long a Ticketmaster seat hold lasts before the seats return to the pool,
+    /// in ms [default: 600000, ten minutes].
+    #[arg(long, env = "GIRDER_TICKETMASTER_HOLD_TTL_MS")]
+    pub ticketmaster_hold_ttl_ms: Option<u64>,
+    /// How often lapsed Ticketmaster holds are swept (they read as available at once
+    /// regardless), in ms [default: 1000].
+    #[arg(long, env = "GIRDER_TICKETMASTER_SWEEP_INTERVAL_MS")]
+    pub ticketmaster_sweep_interval_ms: Option<u64>,
     /// Where `girder lab` results are read from for the dashboard [default: ./girder-lab].
     #[arg(long, env = "GIRDER_LAB_DIR")]
     pub lab_dir: Option<PathBuf>,
@@ -86,6 +104,16 @@ impl ServeSettings {
             cache_ttl_ms: self.cache_ttl_ms.or(other.cache_ttl_ms),
             cache_capacity: self.cache_capacity.or(other.cache_capacity),
             redis_url: self.redis_url.or(other.redis_url),
+            gopuff_strategy: self.gopuff_strategy.or(other.gopuff_strategy),
+            ticketmaster_hold_ttl_ms: self
+                .ticketmaster_hold_ttl_ms
+                .or(other.ticketmaster_hold_ttl_ms),
+            ticketmaster_sweep_interval_ms: self
+                .ticketmaster_sweep_interval_ms
+                .or(other.ticketmaster_sweep_interval_ms),
+            gopuff_availability_ttl_ms: self
+                .gopuff_availability_ttl_ms
+                .or(other.gopuff_availability_ttl_ms),
         }
     }
 
@@ -143,6 +171,36 @@ impl ServeSettings {
             ..girder_cache::CacheConfig::default()
         };
         cache.validate().map_err(|e| anyhow::anyhow!("cache settings: {e}"))?;
+        let default_strategy = match self.gopuff_strategy.as_deref().unwrap_or("row_lock") {
+            "row_lock" => Strategy::RowLock,
+            "optimistic" => Strategy::Optimistic,
+            other => bail!("gopuff_strategy must be `row_lock` or `optimistic`, got {other:?}"),
+        };
+        let availability_ttl_ms = self.gopuff_availability_ttl_ms.unwrap_or(2_000);
+        if !(1..=3_600_000).contains(&availability_ttl_ms) {
+            bail!("gopuff_availability_ttl_ms must be 1..=3600000, got {availability_ttl_ms}");
+        }
+        let gopuff = GoPuffConfig {
+            max_connections: db_max_connections,
+            default_strategy,
+            availability_ttl_ms,
+            redis_url: self.redis_url.clone(),
+            ..GoPuffConfig::new(database_url.clone())
+        };
+        let hold_ttl_ms = self.ticketmaster_hold_ttl_ms.unwrap_or(600_000);
+        if !(1_000..=86_400_000).contains(&hold_ttl_ms) {
+            bail!("ticketmaster_hold_ttl_ms must be 1000..=86400000, got {hold_ttl_ms}");
+        }
+        let sweep_interval_ms = self.ticketmaster_sweep_interval_ms.unwrap_or(1_000);
+        if !(10..=3_600_000).contains(&sweep_interval_ms) {
+            bail!("ticketmaster_sweep_interval_ms must be 10..=3600000, got {sweep_interval_ms}");
+        }
+        let ticketmaster = TicketmasterConfig {
+            max_connections: db_max_connections,
+            hold_ttl_ms,
+            sweep_interval_ms,
+            ..TicketmasterConfig::new(database_url.clone())
+        };
         let public_url = self.public_url.unwrap_or_else(|| format!("http://{bind}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("public_url must start with http:// or https://, got {public_url:?}");
@@ -168,6 +226,8 @@ impl ServeSettings {
                 cache,
                 redis_url: self.redis_url,
             },
+            gopuff,
+            ticketmaster,
         })
     }
 }
@@ -187,6 +247,10 @@ pub struct Config {
     pub lab_dir: PathBuf,
     /// Bit.ly's configuration.
     pub bitly: BitlyConfig,
+    /// GoPuff's configuration.
+    pub gopuff: GoPuffConfig,
+    /// Ticketmaster's configuration.
+    pub ticketmaster: TicketmasterConfig,
 }
 
 /// Loads settings: `cli` (flags and env, already merged by clap), then the TOML
@@ -234,6 +298,9 @@ mod tests {
         check("id_batch_size = 0", "id_batch_size must be");
         check("bitly_redirect = \"307\"", "bitly_redirect must be");
         check("bitly_codes = \"random\"", "bitly_codes must be");
+        check("gopuff_strategy = \"pray\"", "gopuff_strategy must be");
+        check("ticketmaster_hold_ttl_ms = 5", "ticketmaster_hold_ttl_ms must be");
+        check("gopuff_availability_ttl_ms = 0", "gopuff_availability_ttl_ms must be");
         check("public_url = \"ftp://x\"", "public_url must start");
         check("no_such_setting = 1", "unknown field");
         check("bind = \"not an address\"", "invalid");

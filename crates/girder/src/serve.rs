@@ -31,6 +31,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let background =
         tokio::spawn(Arc::clone(&systems.bitly).run_background(stopped(stop_rx.clone())));
+    let gopuff = tokio::spawn(Arc::clone(&systems.gopuff).run_background(stopped(stop_rx.clone())));
+    let ticketmaster =
+        tokio::spawn(Arc::clone(&systems.ticketmaster).run_background(stopped(stop_rx.clone())));
     let upkeep = tokio::spawn(crate::telemetry::run_upkeep(stopped(stop_rx)));
 
     let router = app::router(&systems, &config);
@@ -43,10 +46,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // In-flight requests have drained; now let background work finish its last flush.
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
-    if tokio::time::timeout(grace, background).await.is_err() {
+    let joined = async {
+        let _ = background.await;
+        let _ = gopuff.await;
+        let _ = ticketmaster.await;
+    };
+    if tokio::time::timeout(grace, joined).await.is_err() {
         tracing::warn!(grace_ms = config.shutdown_grace_ms, "background work did not stop in time");
     }
     systems.bitly.store().close().await;
+    systems.gopuff.store().close().await;
     tracing::info!("stopped");
     Ok(())
 }

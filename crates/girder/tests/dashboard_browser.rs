@@ -1,6 +1,8 @@
 //! The dashboard in a real browser: headless Chromium, driven over WebDriver by
 //! chromedriver, shortens a URL through the Bit.ly page and follows the short
-//! link. Skips loudly when Chromium is not installed, fails under `CI=true`.
+//! link, holds and buys a seat on the Ticketmaster seat map, and orders from the
+//! GoPuff inventory page. Skips loudly when Chromium is not installed, fails under
+//! `CI=true`.
 
 mod common;
 
@@ -169,5 +171,69 @@ async fn shorten_through_the_page_and_follow_the_link() {
     }
     let body = driver.property("body", "innerText").await;
     assert_eq!(body.as_str().map(str::trim), Some("ok"));
+    driver.session_call("DELETE", "", &Value::Null).await;
+}
+
+/// The Ticketmaster page: create a demo event, pick a seat on the map, hold it and
+/// pay; the map shows the seat held, then sold, and a hold made elsewhere (through
+/// the API, as another fan on another instance would) appears without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_buy_a_seat_on_the_seat_map() {
+    if !browser_available("hold_and_buy_a_seat_on_the_seat_map") {
+        return;
+    }
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().expect("dir");
+    let server = Server::start(data.path(), db.url(), &[]);
+    let profile = tempfile::tempdir().expect("profile");
+    let driver = Driver::start(profile.path()).await;
+
+    driver.goto(&format!("{}/dashboard/ticketmaster", server.base)).await;
+    driver.click("#demo").await;
+    driver.click("button.seat.available[data-seat='A-1-1']").await;
+    driver.find("button.seat.picked[data-seat='A-1-1']").await;
+    driver.click("#reserve").await;
+    driver.find("button.seat.held[data-seat='A-1-1']").await;
+    driver.click("#pay").await;
+    driver.find("button.seat.sold[data-seat='A-1-1']").await;
+    let result = driver.property("#result", "innerText").await;
+    assert!(result.as_str().is_some_and(|t| t.starts_with("Sold: A-1-1")), "{result}");
+
+    // Another fan holds a seat through the API; the open page picks it up by polling.
+    let http = reqwest::Client::new();
+    let event = driver.property("#event", "value").await;
+    let event = event.as_str().expect("event id");
+    let held = http
+        .post(format!("{}/api/ticketmaster/events/{event}/reservations", server.base))
+        .json(&json!({"user": "someone-else", "seats": ["B-2-3"]}))
+        .send()
+        .await
+        .expect("reserve");
+    assert_eq!(held.status().as_u16(), 201);
+    driver.find("button.seat.held[data-seat='B-2-3']").await;
+    driver.session_call("DELETE", "", &Value::Null).await;
+}
+
+/// The GoPuff page: a demo centre's inventory table, and an order placed through the
+/// form lowers the stock it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_from_the_inventory_page() {
+    if !browser_available("order_from_the_inventory_page") {
+        return;
+    }
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().expect("dir");
+    let server = Server::start(data.path(), db.url(), &[]);
+    let profile = tempfile::tempdir().expect("profile");
+    let driver = Driver::start(profile.path()).await;
+
+    driver.goto(&format!("{}/dashboard/gopuff", server.base)).await;
+    driver.click("#demo").await;
+    driver.find("#stock tr[data-sku='soda'] td.num[data-quantity='20']").await;
+    driver.type_into("#sku", "soda").await;
+    driver.click("#order button").await;
+    driver.find("#stock tr[data-sku='soda'] td.num[data-quantity='19']").await;
+    let result = driver.property("#result", "innerText").await;
+    assert!(result.as_str().is_some_and(|t| t.starts_with("Order ")), "{result}");
     driver.session_call("DELETE", "", &Value::Null).await;
 }

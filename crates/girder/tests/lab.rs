@@ -105,3 +105,47 @@ async fn cache_quick_run_shows_single_flight_and_skew() {
         assert!(ratios.windows(2).all(|w| w[1] >= w[0]), "{}: {ratios:?}", s["name"]);
     }
 }
+
+/// The contention experiment on every engine CI has: each safe strategy sells a seat
+/// at most once (zero double-bookings, sold ≤ seats), every attempt is accounted for,
+/// and the unsafe strategy is in the table, labelled as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_quick_run_sells_each_seat_once_with_every_safe_strategy() {
+    use girder_core::services::{Service, require};
+    let out = tempfile::tempdir().expect("dir");
+    let options = LabOptions {
+        quick: true,
+        postgres_url: require(Service::Postgres, "contention_quick_run (postgres)"),
+        redis_url: require(Service::Redis, "contention_quick_run (redis)"),
+        out_dir: out.path().to_owned(),
+    };
+    let engines =
+        1 + usize::from(options.postgres_url.is_some()) + usize::from(options.redis_url.is_some());
+    let dir = lab::run(lab::find("contention").expect("registered"), options).await.expect("run");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("results.json"))
+            .expect("json");
+    let rows = results["rows"].as_array().expect("rows");
+    let cell = |row: &serde_json::Value, i: usize| row[i].as_str().expect("cell").to_owned();
+    let seat_counts = results["parameters"]["seat_counts"].as_array().expect("seat counts").len();
+    // Five strategies per engine, row locks everywhere but Redis.
+    let redis = usize::from(rows.iter().any(|r| cell(r, 0) == "redis"));
+    assert_eq!(rows.len(), (engines * 5 - redis) * seat_counts, "{rows:?}");
+    for row in rows {
+        let seats: u64 = cell(row, 2).parse().expect("seats");
+        let (sold, attempts) = cell(row, 8)
+            .split_once('/')
+            .map(|(a, b)| (a.parse::<u64>().expect("sold"), b.parse::<u64>().expect("attempts")))
+            .expect("sold/attempts");
+        assert_eq!(
+            attempts,
+            results["parameters"]["attempts_per_cell"].as_u64().expect("attempts")
+        );
+        assert!(sold <= seats && sold >= 1, "{row:?}");
+        if cell(row, 1) != "naive (unsafe)" {
+            assert_eq!(cell(row, 9), "0", "a safe strategy double-booked: {row:?}");
+        }
+    }
+    let svg = std::fs::read_to_string(dir.join("plot.svg")).expect("plot.svg");
+    assert!(svg.contains("reservation") && svg.contains("naive (unsafe)"));
+}

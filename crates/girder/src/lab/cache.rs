@@ -18,7 +18,7 @@ use serde_json::json;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use super::{LabContext, Plot, Report, Series};
+use super::{LabContext, Plot, Report, Series, percentile_us};
 use crate::loadtest::zipf::Zipf;
 
 /// Reads one row per load and counts the reads.
@@ -41,15 +41,6 @@ impl Loader<u64, String> for RowLoader {
                 .await
         }
     }
-}
-
-fn percentile_us(samples: &mut [u64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_unstable();
-    let index = ((samples.len() - 1) as f64 * p).round() as usize;
-    samples[index] as f64 / 1_000.0
 }
 
 /// Per-read latencies of a two-instance run, split by the layer that answered.

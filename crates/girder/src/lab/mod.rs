@@ -3,6 +3,7 @@
 //! `plot.svg` under `./girder-lab/<experiment>/`.
 
 mod cache;
+mod contention;
 mod ids;
 pub mod report;
 mod svg;
@@ -70,11 +71,26 @@ pub const EXPERIMENTS: &[Experiment] = &[
         run: |ctx| Box::pin(cache::run(ctx)),
     },
     Experiment {
+        name: "contention",
+        summary: "one booking workload under naive read-then-write, leases, optimistic versions, row locks and reservations: throughput, p99, retries, aborts, double-bookings",
+        run: |ctx| Box::pin(contention::run(ctx)),
+    },
+    Experiment {
         name: "ids",
         summary: "counter+Base62 vs Snowflake vs UUIDv4 vs UUIDv7: length, generation rate, B-tree insert rate as the table grows",
         run: |ctx| Box::pin(ids::run(ctx)),
     },
 ];
+
+/// The `p` quantile (0..=1) of nanosecond samples, in microseconds (NaN if none).
+pub(crate) fn percentile_us(samples: &mut [u64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_unstable();
+    let index = ((samples.len() - 1) as f64 * p).round() as usize;
+    samples[index] as f64 / 1_000.0
+}
 
 /// Now, for the `ran_at` of a report.
 pub(crate) fn now_rfc3339() -> String {
