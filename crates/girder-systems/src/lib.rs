@@ -4,6 +4,7 @@
 pub mod bitly;
 pub mod catalog;
 pub mod cursor;
+pub mod db;
 pub mod extract;
 pub mod gopuff;
 pub mod problem;

@@ -16,6 +16,7 @@ use girder_lock::retry::RetryPolicy;
 use girder_systems::gopuff::geo::{self, Point};
 use girder_systems::gopuff::store::Store;
 use girder_systems::gopuff::{GoPuff, GoPuffConfig, Strategy};
+use girder_testkit::backends::TestDb;
 use http_body_util::BodyExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,64 +24,6 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------- plumbing
-
-/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL
-/// database created for the test and dropped after.
-enum TestDb {
-    Sqlite { _dir: tempfile::TempDir, url: String },
-    Postgres { admin_url: String, name: String, url: String },
-}
-
-impl TestDb {
-    fn url(&self) -> &str {
-        match self {
-            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
-        }
-    }
-
-    fn engine(&self) -> &'static str {
-        match self {
-            Self::Sqlite { .. } => "sqlite",
-            Self::Postgres { .. } => "postgres",
-        }
-    }
-
-    fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite:{}", dir.path().join("gopuff.db").display());
-        Self::Sqlite { _dir: dir, url }
-    }
-
-    async fn postgres(test: &str) -> Option<Self> {
-        let admin_url = require(Service::Postgres, test)?;
-        let name = format!("girder_t_{:032x}", rand::random::<u128>());
-        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create db");
-        admin.close().await;
-        let base = admin_url.split('?').next().unwrap_or(&admin_url);
-        let (server, _db) = base.rsplit_once('/').expect("postgres url has a path");
-        let url = format!("{server}/{name}");
-        Some(Self::Postgres { admin_url, name, url })
-    }
-
-    /// SQLite, plus PostgreSQL when reachable.
-    async fn all(test: &str) -> Vec<Self> {
-        let mut dbs = vec![Self::sqlite()];
-        dbs.extend(Self::postgres(test).await);
-        dbs
-    }
-
-    async fn drop_db(self) {
-        if let Self::Postgres { admin_url, name, .. } = self {
-            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
-                admin.close().await;
-            }
-        }
-    }
-}
 
 async fn open_with(
     db: &TestDb,

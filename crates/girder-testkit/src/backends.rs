@@ -49,3 +49,93 @@ pub async fn postgres_pool(url: &str) -> Result<PgPool, sqlx::Error> {
 pub async fn redis_manager(url: &str) -> Result<redis::aio::ConnectionManager, redis::RedisError> {
     redis::Client::open(url)?.get_connection_manager().await
 }
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL
+/// database created for the test (`CREATE DATABASE girder_t_<uuid>`) and dropped by
+/// [`TestDb::drop_db`].
+#[derive(Debug)]
+pub enum TestDb {
+    /// A SQLite file in a directory removed when this value drops.
+    Sqlite {
+        /// The directory holding the file.
+        dir: tempfile::TempDir,
+        /// `sqlite:<dir>/girder.db`.
+        url: String,
+    },
+    /// A database of its own on the configured PostgreSQL server.
+    Postgres {
+        /// The server's admin URL (from `GIRDER_POSTGRES_URL`).
+        admin_url: String,
+        /// The database's name.
+        name: String,
+        /// The URL of the test's database.
+        url: String,
+    },
+}
+
+impl TestDb {
+    /// The URL a system opens.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
+        }
+    }
+
+    /// `sqlite` or `postgres`, for assertion messages.
+    #[must_use]
+    pub const fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// A fresh SQLite file.
+    ///
+    /// # Panics
+    /// If no temporary directory can be made.
+    #[must_use]
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("girder.db").display());
+        Self::Sqlite { dir, url }
+    }
+
+    /// A fresh database on the configured PostgreSQL, or `None` (a loud skip) when it
+    /// is unreachable outside CI.
+    ///
+    /// # Panics
+    /// Under `CI=true` when PostgreSQL is unreachable, or if the database cannot be made.
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let admin_url =
+            girder_core::services::require(girder_core::services::Service::Postgres, test)?;
+        let name = format!("girder_t_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPool::connect(&admin_url).await.expect("connect to postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create db");
+        admin.close().await;
+        let base = admin_url.split('?').next().unwrap_or(&admin_url);
+        let (server, _db) = base.rsplit_once('/').expect("postgres url has a path");
+        let url = format!("{server}/{name}");
+        Some(Self::Postgres { admin_url, name, url })
+    }
+
+    /// SQLite, plus PostgreSQL when reachable.
+    pub async fn all(test: &str) -> Vec<Self> {
+        let mut dbs = vec![Self::sqlite()];
+        dbs.extend(Self::postgres(test).await);
+        dbs
+    }
+
+    /// Drops the PostgreSQL database (closing its sessions); removes the SQLite file.
+    pub async fn drop_db(self) {
+        if let Self::Postgres { admin_url, name, .. } = self
+            && let Ok(admin) = PgPool::connect(&admin_url).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}

@@ -2,12 +2,9 @@
 //! several instances). Both speak the same small interface; the SQL differs only
 //! where the dialects do.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use girder_id::counter::{AnySource, PostgresSource, SqliteSource};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
 /// A stored short link.
@@ -65,29 +62,13 @@ impl LinkStore {
     /// # Errors
     /// An unsupported URL or a database that cannot be reached or migrated.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let store = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // NORMAL in WAL mode loses nothing on a process crash, only on power loss.
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(ACQUIRE_TIMEOUT);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Self::Sqlite(pool)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Self::Postgres(pool)
-        } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        let store = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await {
+            Ok(crate::db::Database::Sqlite(pool)) => Self::Sqlite(pool),
+            Ok(crate::db::Database::Postgres(pool)) => Self::Postgres(pool),
+            Err(crate::db::ConnectError::UnsupportedUrl(url)) => {
+                return Err(StoreError::UnsupportedUrl(url));
+            }
+            Err(crate::db::ConnectError::Database(e)) => return Err(e.into()),
         };
         store.migrate().await?;
         Ok(store)

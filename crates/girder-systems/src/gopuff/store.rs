@@ -6,12 +6,9 @@
 //! Invariant kept by the database itself as a backstop: `quantity >= 0` is a
 //! `CHECK` constraint, so even a buggy code path cannot commit negative stock.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
 /// The largest stock level a centre may hold of one sku.
@@ -190,29 +187,13 @@ impl Store {
     /// # Errors
     /// An unsupported URL or a database that cannot be reached or migrated.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let store = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .foreign_keys(true)
-                .busy_timeout(ACQUIRE_TIMEOUT);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Self::Sqlite(pool)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Self::Postgres(pool)
-        } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        let store = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await {
+            Ok(crate::db::Database::Sqlite(pool)) => Self::Sqlite(pool),
+            Ok(crate::db::Database::Postgres(pool)) => Self::Postgres(pool),
+            Err(crate::db::ConnectError::UnsupportedUrl(url)) => {
+                return Err(StoreError::UnsupportedUrl(url));
+            }
+            Err(crate::db::ConnectError::Database(e)) => return Err(e.into()),
         };
         store.migrate().await?;
         Ok(store)

@@ -6,12 +6,9 @@
 //! Every statement is written once with `$n` placeholders, which both engines
 //! accept, and run on either pool through [`on_db!`].
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
 /// Runs the same body on whichever pool the [`Db`] holds; the body is
@@ -245,29 +242,13 @@ impl Db {
     /// # Errors
     /// An unsupported URL or a database that cannot be reached or migrated.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let db = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // NORMAL in WAL mode loses nothing on a process crash, only on power loss.
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(ACQUIRE_TIMEOUT);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Self::Sqlite(pool)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
-                .await?;
-            Self::Postgres(pool)
-        } else {
-            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        let db = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await {
+            Ok(crate::db::Database::Sqlite(pool)) => Self::Sqlite(pool),
+            Ok(crate::db::Database::Postgres(pool)) => Self::Postgres(pool),
+            Err(crate::db::ConnectError::UnsupportedUrl(url)) => {
+                return Err(StoreError::UnsupportedUrl(url));
+            }
+            Err(crate::db::ConnectError::Database(e)) => return Err(e.into()),
         };
         db.migrate().await?;
         Ok(db)

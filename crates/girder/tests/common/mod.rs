@@ -15,69 +15,9 @@ use girder::app::App;
 use girder::app::{self, Systems};
 use girder::config::ServeSettings;
 use girder_core::Clock;
-use girder_core::services::{Service, require};
+pub use girder_testkit::backends::TestDb;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-
-/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL
-/// database created for the test and dropped after.
-pub enum TestDb {
-    Sqlite { dir: tempfile::TempDir, url: String },
-    Postgres { admin_url: String, name: String, url: String },
-}
-
-impl TestDb {
-    pub fn url(&self) -> &str {
-        match self {
-            Self::Sqlite { url, .. } | Self::Postgres { url, .. } => url,
-        }
-    }
-
-    pub fn engine(&self) -> &'static str {
-        match self {
-            Self::Sqlite { .. } => "sqlite",
-            Self::Postgres { .. } => "postgres",
-        }
-    }
-
-    pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite:{}", dir.path().join("girder.db").display());
-        Self::Sqlite { dir, url }
-    }
-
-    /// A fresh database on the configured PostgreSQL, or `None` (skip) when it is
-    /// unreachable outside CI.
-    pub async fn postgres(test: &str) -> Option<Self> {
-        let admin_url = require(Service::Postgres, test)?;
-        let name = format!("girder_t_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(&admin_url).await.expect("connect to postgres");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create db");
-        admin.close().await;
-        let base = admin_url.split('?').next().unwrap_or(&admin_url);
-        let (server, _db) = base.rsplit_once('/').expect("postgres url has a path");
-        let url = format!("{server}/{name}");
-        Some(Self::Postgres { admin_url, name, url })
-    }
-
-    /// SQLite, plus PostgreSQL when reachable.
-    pub async fn all(test: &str) -> Vec<Self> {
-        let mut dbs = vec![Self::sqlite()];
-        dbs.extend(Self::postgres(test).await);
-        dbs
-    }
-
-    pub async fn drop_db(self) {
-        if let Self::Postgres { admin_url, name, .. } = self {
-            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
-                admin.close().await;
-            }
-        }
-    }
-}
 
 /// An in-process app on `db` with the given clock and extra settings.
 pub async fn app_with(
