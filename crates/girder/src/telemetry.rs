@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 /// Installs the tracing subscriber (`RUST_LOG` or `info`). Idempotent.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx::postgres::notice=warn"));
     // A second call (tests build several apps) finds a subscriber and does nothing.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
