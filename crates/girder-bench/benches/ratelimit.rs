@@ -159,8 +159,12 @@ fn redis(c: &mut Criterion) {
     });
     let rule = Rule::new(Kind::Gcra, RATE, 1_000).with_burst(BURST);
     let prefix = format!("girder:bench:rl:{}:", std::process::id());
-    let limiter =
-        Arc::new(RedisLimiter::new(conn, &rule, RedisConfig { key_prefix: prefix }).unwrap());
+    let limiter = Arc::new(
+        RedisLimiter::new(conn.clone(), &rule, RedisConfig { key_prefix: prefix }).unwrap(),
+    );
+    // The peer: a plain EVALSHA of a script that does nothing, through the same client
+    // and connection at the same concurrency — the ceiling any one-script limiter has.
+    let noop = Arc::new(redis::Script::new("return 1"));
     let mut group = c.benchmark_group("ratelimit_redis_gcra");
     group.throughput(Throughput::Elements(1));
     group.bench_function("one_connection_sequential", |b| {
@@ -184,6 +188,40 @@ fn redis(c: &mut Criterion) {
                     let futs = (0..batch).map(|i| {
                         let l = Arc::clone(&limiter);
                         async move { l.check(if i % 2 == 0 { "a" } else { "b" }, 1).await.unwrap() }
+                    });
+                    black_box(futures_util::future::join_all(futs).await);
+                    done += batch;
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.bench_function("plain_evalsha_sequential", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let mut conn = conn.clone();
+                let start = Instant::now();
+                for _ in 0..n {
+                    let one: i64 = noop.invoke_async(&mut conn).await.unwrap();
+                    black_box(one);
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.bench_function("plain_evalsha_64_in_flight", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let start = Instant::now();
+                let mut done = 0;
+                while done < n {
+                    let batch = (n - done).min(64);
+                    let futs = (0..batch).map(|_| {
+                        let (noop, mut conn) = (Arc::clone(&noop), conn.clone());
+                        async move {
+                            let one: i64 = noop.invoke_async(&mut conn).await.unwrap();
+                            one
+                        }
                     });
                     black_box(futures_util::future::join_all(futs).await);
                     done += batch;
