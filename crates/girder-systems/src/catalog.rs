@@ -70,8 +70,8 @@ pub const SYSTEMS: [SystemInfo; 16] = [
     system(
         "ratelimiter",
         "Distributed Rate Limiter",
-        "atomic limits shared by instances",
-        Status::Planned,
+        "five algorithms as a service, one Redis script per decision, shared by every instance",
+        Status::Live,
     ),
     system("adclicks", "Ad Click Aggregator", "real-time click analytics", Status::Planned),
     system("uber", "Uber", "ride matching and location updates", Status::Planned),

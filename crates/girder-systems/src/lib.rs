@@ -8,4 +8,5 @@ pub mod db;
 pub mod extract;
 pub mod gopuff;
 pub mod problem;
+pub mod ratelimiter;
 pub mod ticketmaster;

@@ -15,6 +15,7 @@ use girder_systems::bitly::{Bitly, BitlyApi};
 use girder_systems::catalog::{SYSTEMS, SystemInfo};
 use girder_systems::gopuff::{GoPuff, GoPuffApi};
 use girder_systems::problem::Problem;
+use girder_systems::ratelimiter::{RateLimitLayer, RateLimiterApi, RateLimiterService, RuleSet};
 use girder_systems::ticketmaster::{Ticketmaster, TicketmasterApi};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -22,7 +23,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
-use crate::config::Config;
+use crate::config::{Config, RateLimitRules};
 use crate::telemetry;
 
 /// The running systems behind one server.
@@ -34,6 +35,10 @@ pub struct Systems {
     pub gopuff: Arc<GoPuff>,
     /// Ticketmaster.
     pub ticketmaster: Arc<Ticketmaster>,
+    /// The Distributed Rate Limiter service.
+    pub ratelimiter: Arc<RateLimiterService>,
+    /// The rate limits on every system's API (`None`: off).
+    pub ratelimit: Option<RateLimitLayer>,
 }
 
 impl Systems {
@@ -50,8 +55,44 @@ impl Systems {
         }
         let bitly = Bitly::open(config.bitly.clone(), Arc::clone(&clock)).await?;
         let gopuff = GoPuff::open(config.gopuff.clone(), Arc::clone(&clock)).await?;
-        let ticketmaster = Ticketmaster::open(config.ticketmaster.clone(), clock).await?;
-        Ok(Self { bitly, gopuff, ticketmaster })
+        let ticketmaster =
+            Ticketmaster::open(config.ticketmaster.clone(), Arc::clone(&clock)).await?;
+        let ratelimiter = RateLimiterService::open(config.ratelimiter.clone(), Arc::clone(&clock))
+            .await
+            .map_err(|e| anyhow::anyhow!("rate limiter service: {e}"))?;
+        let redis = config.bitly.redis_url.as_deref();
+        let failure = config.ratelimit.failure;
+        let ratelimit = match &config.ratelimit.rules {
+            RateLimitRules::Off => None,
+            RateLimitRules::Builtin => {
+                let rules = RuleSet::from_toml_str(include_str!("../assets/ratelimit.toml"))
+                    .map_err(|e| anyhow::anyhow!("built-in rate limits: {e}"))?;
+                Some(RateLimitLayer::from_rules(rules, redis, failure, clock).await)
+            }
+            RateLimitRules::File(path) => {
+                Some(RateLimitLayer::from_file(path, redis, failure, clock).await)
+            }
+        }
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
+        Ok(Self { bitly, gopuff, ticketmaster, ratelimiter, ratelimit })
+    }
+
+    /// Re-reads the rate-limit rule files (the middleware's and the service's). A bad
+    /// file leaves its old rules in place.
+    ///
+    /// # Errors
+    /// A file is unreadable or invalid; the message names it.
+    pub fn reload_rate_limits(&self, config: &Config) -> anyhow::Result<()> {
+        if let (Some(layer), RateLimitRules::File(path)) =
+            (&self.ratelimit, &config.ratelimit.rules)
+        {
+            layer
+                .engine()
+                .reload_from_file(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        self.ratelimiter.reload().map_err(|e| anyhow::anyhow!("rate limiter service rules: {e}"))
     }
 }
 
@@ -84,6 +125,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(BitlyApi::openapi());
     doc.merge(GoPuffApi::openapi());
     doc.merge(TicketmasterApi::openapi());
+    doc.merge(RateLimiterApi::openapi());
     doc
 }
 
@@ -120,6 +162,10 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .route("/dashboard/lab", get(|| async { Html(include_str!("../assets/lab.html")) }))
         .route("/dashboard/gopuff", get(|| async { Html(include_str!("../assets/gopuff.html")) }))
         .route(
+            "/dashboard/ratelimiter",
+            get(|| async { Html(include_str!("../assets/ratelimiter.html")) }),
+        )
+        .route(
             "/dashboard/ticketmaster",
             get(|| async { Html(include_str!("../assets/ticketmaster.html")) }),
         )
@@ -144,6 +190,7 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .nest("/api/bitly", systems.bitly.api_router())
         .nest("/api/gopuff", systems.gopuff.api_router())
         .nest("/api/ticketmaster", systems.ticketmaster.api_router())
+        .nest("/api/ratelimiter", systems.ratelimiter.api_router())
         .layer(axum::middleware::from_fn(telemetry::track))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request
@@ -153,25 +200,30 @@ pub fn router(systems: &Systems, config: &Config) -> App {
                 .unwrap_or_default();
             tracing::debug_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
         }));
-    let router = Router::new()
+    let mut router = Router::new()
         .merge(observed)
         .merge(systems.bitly.redirect_router())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(limits) = &systems.ratelimit {
+        router = router.layer(limits.clone());
+    }
+    let router = router
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));
-    App { bitly: Arc::clone(&systems.bitly), router }
+    App { bitly: Arc::clone(&systems.bitly), ratelimit: systems.ratelimit.clone(), router }
 }
 
 /// The server as one tower `Service`: a `GET`/`HEAD` of `/{code}` whose link this
-/// instance's L1 holds is answered on the spot (no routing, no extractors, no
-/// await: the redirect is the hot path), with the same request-id header as every
-/// other response. Everything else, including every redirect the L1 cannot answer,
+/// instance's L1 holds, and that no rate limit covers, is answered on the spot (no
+/// routing, no extractors, no await: the redirect is the hot path), with the same
+/// request-id header as every other response. Everything else, including every redirect the L1 cannot answer,
 /// goes to the router, whose `/{code}` route gives the identical answer.
 #[derive(Debug, Clone)]
 pub struct App {
     bitly: Arc<Bitly>,
+    ratelimit: Option<RateLimitLayer>,
     router: Router,
 }
 
@@ -193,7 +245,11 @@ impl tower::Service<axum::extract::Request> for App {
 
     fn call(&mut self, request: axum::extract::Request) -> Self::Future {
         use futures_util::future::Either;
-        let hot = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+        // A path some rate limit covers goes through the router and its limiter.
+        let hot = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD)
+            && self.ratelimit.as_ref().is_none_or(|limits| {
+                !limits.engine().rules().matches_any(request.method(), request.uri().path())
+            });
         if hot && let Some(mut response) = self.bitly.redirect_from_l1(request.uri().path()) {
             let id = request.headers().get(&REQUEST_ID).cloned().or_else(|| {
                 RequestIds::default().make_request_id(&request).map(RequestId::into_header_value)

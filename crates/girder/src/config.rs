@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use girder_systems::bitly::{BitlyConfig, ClickBufferConfig, CodeStyle, RedirectKind, Reserved};
 use girder_systems::gopuff::{GoPuffConfig, Strategy};
+use girder_systems::ratelimiter::{FailurePolicy, RateLimiterConfig};
 use girder_systems::ticketmaster::TicketmasterConfig;
 use serde::Deserialize;
 
@@ -79,6 +80,18 @@ pub struct ServeSettings {
     /// regardless), in ms [default: 1000].
     #[arg(long, env = "GIRDER_TICKETMASTER_SWEEP_INTERVAL_MS")]
     pub ticketmaster_sweep_interval_ms: Option<u64>,
+    /// Rate limits on every system's API: a rules file (TOML), `builtin` (a generous
+    /// per-IP ceiling on `/api`) or `off`; SIGHUP reloads a file [default: builtin].
+    #[arg(long, env = "GIRDER_RATELIMIT_RULES")]
+    pub ratelimit_rules: Option<String>,
+    /// What the rate limiter does when its backend (Redis) fails: `open` lets requests
+    /// through, `closed` answers 503 [default: open].
+    #[arg(long, env = "GIRDER_RATELIMIT_FAILURE")]
+    pub ratelimit_failure: Option<String>,
+    /// Rules the Distributed Rate Limiter service (`/api/ratelimiter`) starts with, a
+    /// TOML file; SIGHUP reloads it [default: none, rules are added through the API].
+    #[arg(long, env = "GIRDER_RATELIMITER_RULES")]
+    pub ratelimiter_rules: Option<PathBuf>,
     /// Where `girder lab` results are read from for the dashboard [default: ./girder-lab].
     #[arg(long, env = "GIRDER_LAB_DIR")]
     pub lab_dir: Option<PathBuf>,
@@ -105,6 +118,9 @@ impl ServeSettings {
             cache_capacity: self.cache_capacity.or(other.cache_capacity),
             redis_url: self.redis_url.or(other.redis_url),
             gopuff_strategy: self.gopuff_strategy.or(other.gopuff_strategy),
+            ratelimit_rules: self.ratelimit_rules.or(other.ratelimit_rules),
+            ratelimit_failure: self.ratelimit_failure.or(other.ratelimit_failure),
+            ratelimiter_rules: self.ratelimiter_rules.or(other.ratelimiter_rules),
             ticketmaster_hold_ttl_ms: self
                 .ticketmaster_hold_ttl_ms
                 .or(other.ticketmaster_hold_ttl_ms),
@@ -201,6 +217,22 @@ impl ServeSettings {
             sweep_interval_ms,
             ..TicketmasterConfig::new(database_url.clone())
         };
+        let ratelimit_rules = match self.ratelimit_rules.as_deref().unwrap_or("builtin") {
+            "builtin" => RateLimitRules::Builtin,
+            "off" => RateLimitRules::Off,
+            "" => bail!("ratelimit_rules must be a file, `builtin` or `off`"),
+            path => RateLimitRules::File(PathBuf::from(path)),
+        };
+        let ratelimit_failure = match self.ratelimit_failure.as_deref().unwrap_or("open") {
+            "open" => FailurePolicy::Open,
+            "closed" => FailurePolicy::Closed,
+            other => bail!("ratelimit_failure must be `open` or `closed`, got {other:?}"),
+        };
+        let ratelimiter = RateLimiterConfig {
+            rules_path: self.ratelimiter_rules,
+            redis_url: self.redis_url.clone(),
+            ..RateLimiterConfig::default()
+        };
         let public_url = self.public_url.unwrap_or_else(|| format!("http://{bind}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("public_url must start with http:// or https://, got {public_url:?}");
@@ -228,6 +260,8 @@ impl ServeSettings {
             },
             gopuff,
             ticketmaster,
+            ratelimit: RateLimitSettings { rules: ratelimit_rules, failure: ratelimit_failure },
+            ratelimiter,
         })
     }
 }
@@ -251,6 +285,30 @@ pub struct Config {
     pub gopuff: GoPuffConfig,
     /// Ticketmaster's configuration.
     pub ticketmaster: TicketmasterConfig,
+    /// The rate limits every system's API gets.
+    pub ratelimit: RateLimitSettings,
+    /// The Distributed Rate Limiter service's configuration.
+    pub ratelimiter: RateLimiterConfig,
+}
+
+/// Where the middleware's rate limits come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitRules {
+    /// `assets/ratelimit.toml`, compiled in.
+    Builtin,
+    /// No rate limiting.
+    Off,
+    /// A rules file, reloaded on SIGHUP.
+    File(PathBuf),
+}
+
+/// The rate-limit middleware's settings.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// The rules.
+    pub rules: RateLimitRules,
+    /// What happens when the limiter's backend fails.
+    pub failure: FailurePolicy,
 }
 
 /// Loads settings: `cli` (flags and env, already merged by clap), then the TOML
@@ -300,6 +358,7 @@ mod tests {
         check("bitly_codes = \"random\"", "bitly_codes must be");
         check("gopuff_strategy = \"pray\"", "gopuff_strategy must be");
         check("ticketmaster_hold_ttl_ms = 5", "ticketmaster_hold_ttl_ms must be");
+        check("ratelimit_failure = \"maybe\"", "ratelimit_failure must be");
         check("gopuff_availability_ttl_ms = 0", "gopuff_availability_ttl_ms must be");
         check("public_url = \"ftp://x\"", "public_url must start");
         check("no_such_setting = 1", "unknown field");

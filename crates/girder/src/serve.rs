@@ -34,18 +34,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gopuff = tokio::spawn(Arc::clone(&systems.gopuff).run_background(stopped(stop_rx.clone())));
     let ticketmaster =
         tokio::spawn(Arc::clone(&systems.ticketmaster).run_background(stopped(stop_rx.clone())));
-    let upkeep = tokio::spawn(crate::telemetry::run_upkeep(stopped(stop_rx)));
+    let upkeep = tokio::spawn(crate::telemetry::run_upkeep(stopped(stop_rx.clone())));
 
     let router = app::router(&systems, &config);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service(router))
-        .with_graceful_shutdown(shutdown_signal());
+    // Peer addresses reach the rate limiter (its `ip` keys) through ConnectInfo.
+    let service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(router);
+    let reloads =
+        tokio::spawn(reload_on_sighup(systems.clone(), config.clone(), stopped(stop_rx.clone())));
+    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal());
     server.await.context("serving")?;
     tracing::info!("shutting down: flushing buffered writes");
 
     // In-flight requests have drained; now let background work finish its last flush.
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
+    let _ = reloads.await;
     let joined = async {
         let _ = background.await;
         let _ = gopuff.await;
@@ -58,6 +64,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     systems.gopuff.store().close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reloads the rate-limit rule files on every SIGHUP until `stop` resolves.
+async fn reload_on_sighup(
+    systems: Systems,
+    config: Config,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                Some(()) = hangups.recv() => match systems.reload_rate_limits(&config) {
+                    Ok(()) => tracing::info!("rate limits reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "rate limits not reloaded; the old rules stay"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    stop.await;
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

@@ -5,6 +5,7 @@
 mod cache;
 mod contention;
 mod ids;
+mod ratelimit;
 pub mod report;
 mod svg;
 
@@ -79,6 +80,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "ids",
         summary: "counter+Base62 vs Snowflake vs UUIDv4 vs UUIDv7: length, generation rate, B-tree insert rate as the table grows",
         run: |ctx| Box::pin(ids::run(ctx)),
+    },
+    Experiment {
+        name: "ratelimit",
+        summary: "five rate-limit algorithms under bursts and at a window edge; local batching's overshoot vs its bound; in-process vs Redis decision cost",
+        run: |ctx| Box::pin(ratelimit::run(ctx)),
     },
 ];
 
