@@ -281,6 +281,35 @@ where
         }
     }
 
+    /// [`Cache::get_cached`] by anything equivalent to a key — a `&str` for a `String`
+    /// key — so a hit needs no owned key. Answers only from a fresh entry: a stale one
+    /// (which needs an owned key to refresh) is `None`, like a miss, and counts nothing.
+    ///
+    /// ```
+    /// # use girder_cache::{Cache, CacheConfig, loader_fn};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let cache = Cache::new(CacheConfig::default(), loader_fn(|k: String| async move {
+    /// #     Ok::<_, std::io::Error>(Some(k.len())) })).unwrap();
+    /// cache.put("seven".to_owned(), 5).await.unwrap();
+    /// assert_eq!(cache.get_cached_by("seven"), Some(Some(5)));
+    /// assert_eq!(cache.get_cached_by("eight"), None);
+    /// # });
+    /// ```
+    #[inline(always)]
+    pub fn get_cached_by<Q>(&self, key: &Q) -> Option<Option<V>>
+    where
+        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        match l1::classify(inner.l1.get(key), inner.now_ms(), inner.config.stale_ms) {
+            Lookup::Fresh(value) => {
+                inner.counters.hot.hit(value.is_none(), false);
+                Some(value)
+            }
+            Lookup::Stale(_) | Lookup::Miss => None,
+        }
+    }
+
     /// The slow path of [`Cache::get`], kept out of line so the hit path stays small.
     #[cold]
     #[inline(never)]

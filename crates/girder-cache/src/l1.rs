@@ -91,9 +91,13 @@ where
         Self { values: map(values, counters), absences: map(absences, counters) }
     }
 
-    /// What L1 holds for `key`, fresh or not.
+    /// What L1 holds for `key` (or anything equivalent to it, such as a `&str` for a
+    /// `String` key), fresh or not.
     #[inline(always)]
-    pub(crate) fn get(&self, key: &K) -> Option<Entry<V>> {
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Entry<V>>
+    where
+        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
+    {
         if let Some(hit) = self.values.get(key) {
             return Some(Entry { value: Some(hit.value), fresh_until_ms: hit.fresh_until_ms });
         }

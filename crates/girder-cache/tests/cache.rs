@@ -591,3 +591,25 @@ async fn shutdown_stops_and_joins_background_work() {
     drop(cache);
     assert_eq!(Arc::strong_count(&table), 1, "a background task outlived its cache");
 }
+
+/// `get_cached_by` answers from fresh entries only, with a borrowed key: a value, a
+/// cached absence, nothing for a stale entry (which needs an owned key to refresh) or
+/// a missing one; hits are counted like `get_cached`'s.
+#[tokio::test]
+async fn get_cached_by_answers_fresh_entries_with_a_borrowed_key() {
+    let clock = ManualClock::new(T0);
+    let loader = girder_cache::loader_fn(|key: String| async move {
+        Ok::<_, std::io::Error>((key != "absent").then(|| key.len()))
+    });
+    let config = CacheConfig { ttl_ms: 1_000, stale_ms: 5_000, ..config() };
+    let cache = Cache::builder(config, loader).clock(Arc::new(clock.clone())).build().unwrap();
+    assert_eq!(cache.get_cached_by("seven"), None, "nothing cached yet");
+    assert_eq!(cache.get(&"seven".to_owned()).await.unwrap(), Some(5));
+    assert_eq!(cache.get(&"absent".to_owned()).await.unwrap(), None);
+    assert_eq!(cache.get_cached_by("seven"), Some(Some(5)));
+    assert_eq!(cache.get_cached_by("absent"), Some(None), "a cached absence");
+    assert_eq!(cache.stats().l1_hits, 2);
+    clock.advance(Duration::from_millis(1_500));
+    assert_eq!(cache.get_cached_by("seven"), None, "stale: left to the owned-key path");
+    assert_eq!(cache.get_cached(&"seven".to_owned()), Some(Some(5)), "which serves it stale");
+}

@@ -182,9 +182,9 @@ pub fn router(systems: &Systems, config: &Config) -> App {
             lab_dir: Arc::new(config.lab_dir.clone()),
         });
     // Everything but the redirect path is traced and timed per route. Redirects, the
-    // hot path, skip those two layers: they are counted by the click buffer and
-    // `girder_bitly_redirects_total`, and together the layers cost more than the
-    // redirect itself (see BENCHMARKS.md).
+    // hot path, skip those two layers: they are counted by the click buffer (and
+    // `girder_bitly_redirects_total` as it flushes), and together the layers cost
+    // more than the redirect itself (see BENCHMARKS.md).
     let observed = Router::new()
         .merge(ops)
         .nest("/api/bitly", systems.bitly.api_router())
@@ -212,7 +212,11 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));
-    App { bitly: Arc::clone(&systems.bitly), ratelimit: systems.ratelimit.clone(), router }
+    App(Arc::new(AppInner {
+        bitly: Arc::clone(&systems.bitly),
+        ratelimit: systems.ratelimit.clone(),
+        router,
+    }))
 }
 
 /// The server as one tower `Service`: a `GET`/`HEAD` of `/{code}` whose link this
@@ -221,7 +225,12 @@ pub fn router(systems: &Systems, config: &Config) -> App {
 /// request-id header as every other response. Everything else, including every redirect the L1 cannot answer,
 /// goes to the router, whose `/{code}` route gives the identical answer.
 #[derive(Debug, Clone)]
-pub struct App {
+pub struct App(Arc<AppInner>);
+
+/// What `App` shares between its clones (the server clones it for every request:
+/// one reference count, not one per field).
+#[derive(Debug)]
+struct AppInner {
     bitly: Arc<Bitly>,
     ratelimit: Option<RateLimitLayer>,
     router: Router,
@@ -247,10 +256,10 @@ impl tower::Service<axum::extract::Request> for App {
         use futures_util::future::Either;
         // A path some rate limit covers goes through the router and its limiter.
         let hot = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD)
-            && self.ratelimit.as_ref().is_none_or(|limits| {
-                !limits.engine().rules().matches_any(request.method(), request.uri().path())
+            && self.0.ratelimit.as_ref().is_none_or(|limits| {
+                !limits.engine().matches_any(request.method(), request.uri().path())
             });
-        if hot && let Some(mut response) = self.bitly.redirect_from_l1(request.uri().path()) {
+        if hot && let Some(mut response) = self.0.bitly.redirect_from_l1(request.uri().path()) {
             let id = request.headers().get(&REQUEST_ID).cloned().or_else(|| {
                 RequestIds::default().make_request_id(&request).map(RequestId::into_header_value)
             });
@@ -259,7 +268,7 @@ impl tower::Service<axum::extract::Request> for App {
             }
             return Either::Left(std::future::ready(Ok(response)));
         }
-        Either::Right(tower::Service::call(&mut self.router, request))
+        Either::Right(tower::Service::call(&mut self.0.router.clone(), request))
     }
 }
 

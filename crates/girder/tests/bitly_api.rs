@@ -318,7 +318,7 @@ fn json_post(body: &str) -> Request<Body> {
 #[tokio::test]
 async fn operational_endpoints() {
     let db = TestDb::sqlite();
-    let (app, _) = app(&db).await;
+    let (app, systems) = app(&db).await;
     assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK);
     assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
     let _ = get(&app, "/healthz").await;
@@ -328,6 +328,8 @@ async fn operational_endpoints() {
         .expect("code")
         .to_owned();
     assert_eq!(get(&app, &format!("/{code}")).await.status, StatusCode::FOUND);
+    // Redirects are counted with their clicks, when the click buffer flushes.
+    systems.bitly.flush_clicks().await.expect("flush");
     let metrics = get(&app, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = String::from_utf8_lossy(&metrics.body);

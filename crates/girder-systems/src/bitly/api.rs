@@ -570,8 +570,9 @@ impl Bitly {
 
     /// Counts the click and answers with the configured redirect to `link`.
     fn redirect_to(&self, link: &Link) -> Result<Response> {
+        // Counts the click, and the redirect in `girder_bitly_redirects_total` when the
+        // click is flushed (or dropped): no shared atomic per redirect.
         self.clicks.record(&link.code);
-        self.redirects.increment(1);
         let status = match self.config.redirect {
             RedirectKind::Found => StatusCode::FOUND,
             RedirectKind::Permanent => StatusCode::MOVED_PERMANENTLY,

@@ -83,9 +83,6 @@ pub struct Bitly {
     clicks: Arc<ClickBuffer>,
     resolver: Resolver,
     cursors: CursorCodec,
-    /// Redirects served; registered once, since the redirect path skips the
-    /// per-route HTTP metrics layer.
-    redirects: metrics::Counter,
     clock: Arc<dyn Clock>,
     config: BitlyConfig,
 }
@@ -152,8 +149,7 @@ impl Bitly {
         .await
         .map_err(|e| StoreError::Cache(e.to_string()))?;
         let cursors = CursorCodec::new(shared_key::<32>(&store, CURSOR_KEY_SETTING).await?);
-        let redirects = metrics::counter!("girder_bitly_redirects_total");
-        Ok(Arc::new(Self { store, minter, clicks, resolver, cursors, redirects, clock, config }))
+        Ok(Arc::new(Self { store, minter, clicks, resolver, cursors, clock, config }))
     }
 
     /// The link store.

@@ -103,15 +103,15 @@ impl Resolver {
         result.map_err(|e| StoreError::Cache(e.to_string()))
     }
 
-    /// What this instance's L1 can answer for `code` without waiting: `Some(Some(link))`
-    /// a cached link, `Some(None)` a cached absence, `None` nothing usable (follow with
-    /// [`Resolver::resolve`]). Counted as a hit when it answers, like `resolve`.
+    /// What this instance's L1 can answer for `code` without waiting or allocating:
+    /// `Some(Some(link))` a fresh cached link, `Some(None)` a cached absence, `None`
+    /// nothing fresh (follow with [`Resolver::resolve`]). Counted as a hit when it
+    /// answers, like `resolve`.
     #[inline]
     pub fn cached(&self, code: &str) -> Option<Option<Arc<Link>>> {
-        let key = code.to_owned();
         match self {
-            Self::Local(cache) => cache.get_cached(&key),
-            Self::Shared(cache) => cache.get_cached(&key),
+            Self::Local(cache) => cache.get_cached_by(code),
+            Self::Shared(cache) => cache.get_cached_by(code),
         }
     }
 

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use girder_core::Clock;
 use girder_ratelimit::{
     Decision, LimitError, MemoryConfig, MemoryLimiter, RateLimiter, RedisConfig, RedisLimiter,
     Rule, RuleError,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::rules::{RequestAttrs, RuleSet, RuleSpec, RulesError, Selector};
@@ -232,7 +233,8 @@ pub enum CheckError {
 
 /// A live, reloadable rule set with its limiters.
 pub struct Engine {
-    active: RwLock<Arc<Active>>,
+    /// The compiled rules; readers never block or contend (a reload swaps the pointer).
+    active: ArcSwap<Active>,
     /// Serialises writers (reload, admin edits), so two edits cannot lose one.
     writer: Mutex<()>,
     backend: BackendConfig,
@@ -242,7 +244,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("rules", &self.active.read().rules.rules().len())
+            .field("rules", &self.active.load().rules.rules().len())
             .field("backend", &self.backend)
             .field("metric", &self.metric)
             .finish_non_exhaustive()
@@ -341,17 +343,25 @@ impl Engine {
         metric: &'static str,
     ) -> Result<Self, RulesError> {
         let active = compile(rules, &backend, None)?;
-        Ok(Self { active: RwLock::new(Arc::new(active)), writer: Mutex::new(()), backend, metric })
+        Ok(Self { active: ArcSwap::from_pointee(active), writer: Mutex::new(()), backend, metric })
     }
 
     /// The rules in force.
     #[must_use]
     pub fn rules(&self) -> Arc<RuleSet> {
-        Arc::clone(&self.active.read().rules)
+        Arc::clone(&self.active.load().rules)
+    }
+
+    /// Whether any rule in force matches a request with this method and path; reads
+    /// the rules without a lock or a reference count (the server asks this of every
+    /// request it might answer without routing).
+    #[must_use]
+    pub fn matches_any(&self, method: &axum::http::Method, path: &str) -> bool {
+        self.active.load().rules.matches_any(method, path)
     }
 
     fn snapshot(&self) -> Arc<Active> {
-        Arc::clone(&self.active.read())
+        self.active.load_full()
     }
 
     /// Swaps in `rules`. Limiters whose rule and numbers are unchanged keep their
@@ -367,7 +377,7 @@ impl Engine {
     fn swap_locked(&self, rules: RuleSet) -> Result<(), RulesError> {
         let current = self.snapshot();
         let next = compile(rules, &self.backend, Some(&current))?;
-        *self.active.write() = Arc::new(next);
+        self.active.store(Arc::new(next));
         Ok(())
     }
 
