@@ -599,7 +599,7 @@ async fn shutdown_stops_and_joins_background_work() {
 async fn get_cached_by_answers_fresh_entries_with_a_borrowed_key() {
     let clock = ManualClock::new(T0);
     let loader = girder_cache::loader_fn(|key: String| async move {
-        Ok::<_, std::io::Error>((key != "absent").then(|| key.len()))
+        Ok::<_, std::io::Error>((key != "absent").then_some(key.len()))
     });
     let config = CacheConfig { ttl_ms: 1_000, stale_ms: 5_000, ..config() };
     let cache = Cache::builder(config, loader).clock(Arc::new(clock.clone())).build().unwrap();
