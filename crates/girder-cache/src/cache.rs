@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::clock::Flush;
 use crate::codec::{self, Payload};
 use crate::flight::{self, Flights, LeaderGuard, Outcome, Role};
-use crate::l1::{self, Entry, L1, Lookup};
+use crate::l1::{self, Entry, L1Map, Lookup};
 use crate::l2::{L2Error, L2Store, ListenEvent, NoL2, Notice};
 use crate::stats::{CacheStats, Counters};
 use crate::{BuildError, CacheConfig, CacheKey, GetError, Loader, TickingClock, WriteError};
@@ -79,7 +79,7 @@ where
     S: L2Store,
 {
     config: CacheConfig,
-    l1: L1<K, V>,
+    l1: L1Map<K, V>,
     flights: Arc<Flights<K, V, L::Error>>,
     loader: L,
     l2: S,
@@ -164,7 +164,7 @@ where
         ticker.register(flusher);
         let prefix = format!("{}:{}:", self.config.l2_namespace, self.config.name);
         let inner = Arc::new(Inner {
-            l1: L1::new(self.config.l1_capacity_entries, &counters),
+            l1: l1::new_map(self.config.l1_capacity_entries, Arc::clone(&counters)),
             flights: Arc::new(Flights::new()),
             loader: self.loader,
             l2: self.l2,

@@ -26,9 +26,8 @@ pub struct CacheConfig {
     /// invalidation channel, so instances in different processes with the same name
     /// (and namespace) share L2 entries and invalidations.
     pub name: String,
-    /// Upper bound on the number of entries the in-process L1 holds, values and cached
-    /// absences together: 7/8 of it for values, 1/8 for absences (each at least one).
-    /// Beyond those, `quick_cache` evicts (counted in `evictions`).
+    /// Upper bound on the number of entries the in-process L1 holds (positive and
+    /// negative alike). Beyond it, `quick_cache` evicts (counted in `evictions`).
     pub l1_capacity_entries: u64,
     /// How long a loaded value stays fresh in L1, before jitter.
     ///

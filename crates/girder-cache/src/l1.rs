@@ -1,12 +1,7 @@
-//! The in-process layer: bounded `quick_cache` maps (their eviction policy, not ours)
+//! The in-process layer: a bounded `quick_cache` map (its eviction policy, not ours)
 //! whose values carry Girder's own expiry times, compared against the cache's clock on
 //! every read. quick_cache has no notion of time; an expired entry simply stops being
 //! served and is overwritten by the next load or evicted by capacity pressure.
-//!
-//! Values and cached absences live in two maps: a value is stored beside its expiry
-//! and nothing else (a `u64` value costs 16 bytes, not the 24 of `Option<u64>` plus an
-//! expiry), so the hit path reads as little memory as the value allows. A lookup that
-//! misses the value map asks the (smaller) absence map.
 
 use std::sync::Arc;
 
@@ -40,100 +35,34 @@ pub(crate) enum Lookup<V> {
 #[derive(Clone)]
 pub(crate) struct EvictionCounter(pub(crate) Arc<Counters>);
 
-impl<K, T> Lifecycle<K, T> for EvictionCounter {
+impl<K, V> Lifecycle<K, Entry<V>> for EvictionCounter {
     type RequestState = ();
 
     fn begin_request(&self) -> Self::RequestState {}
 
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _entry: T) {
+    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _entry: Entry<V>) {
         self.0.evictions.inc();
     }
 }
 
-/// A cached value and the end of its freshness.
-#[derive(Debug, Clone)]
-pub(crate) struct Hit<V> {
-    value: V,
-    fresh_until_ms: u64,
-}
+/// The bounded map.
+pub(crate) type L1Map<K, V> =
+    QuickCache<K, Entry<V>, UnitWeighter, DefaultHashBuilder, EvictionCounter>;
 
-type Map<K, T> = QuickCache<K, T, UnitWeighter, DefaultHashBuilder, EvictionCounter>;
-
-/// The L1: values, and cached absences (each stored as the end of its freshness).
-pub(crate) struct L1<K, V> {
-    values: Map<K, Hit<V>>,
-    absences: Map<K, u64>,
-}
-
-/// The share of the capacity kept for cached absences: 1/8 (at least one entry).
-const ABSENCE_SHARE_DIVISOR: u64 = 8;
-
-fn map<K: Eq + std::hash::Hash, T: Clone>(capacity: u64, counters: &Arc<Counters>) -> Map<K, T> {
-    QuickCache::with(
-        usize::try_from(capacity).unwrap_or(usize::MAX),
-        capacity,
-        UnitWeighter,
-        DefaultHashBuilder::default(),
-        EvictionCounter(Arc::clone(counters)),
-    )
-}
-
-impl<K, V> L1<K, V>
+/// A map holding at most `capacity_entries` entries.
+pub(crate) fn new_map<K, V>(capacity_entries: u64, counters: Arc<Counters>) -> L1Map<K, V>
 where
-    K: Eq + std::hash::Hash + Clone,
+    K: Eq + std::hash::Hash,
     V: Clone,
 {
-    /// An L1 holding at most `capacity_entries` in all: 7/8 for values, 1/8 for
-    /// absences (each at least one).
-    pub(crate) fn new(capacity_entries: u64, counters: &Arc<Counters>) -> Self {
-        let absences = (capacity_entries / ABSENCE_SHARE_DIVISOR).max(1);
-        let values = capacity_entries.saturating_sub(absences).max(1);
-        Self { values: map(values, counters), absences: map(absences, counters) }
-    }
-
-    /// What L1 holds for `key` (or anything equivalent to it, such as a `&str` for a
-    /// `String` key), fresh or not.
-    #[inline(always)]
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<Entry<V>>
-    where
-        Q: std::hash::Hash + quick_cache::Equivalent<K> + ?Sized,
-    {
-        if let Some(hit) = self.values.get(key) {
-            return Some(Entry { value: Some(hit.value), fresh_until_ms: hit.fresh_until_ms });
-        }
-        self.absences.get(key).map(|fresh_until_ms| Entry { value: None, fresh_until_ms })
-    }
-
-    /// Stores `entry` under `key`, replacing whatever L1 held for it.
-    pub(crate) fn insert(&self, key: K, entry: Entry<V>) {
-        match entry.value {
-            Some(value) => {
-                self.absences.remove(&key);
-                self.values.insert(key, Hit { value, fresh_until_ms: entry.fresh_until_ms });
-            }
-            None => {
-                self.values.remove(&key);
-                self.absences.insert(key, entry.fresh_until_ms);
-            }
-        }
-    }
-
-    /// Forgets `key`.
-    pub(crate) fn remove(&self, key: &K) {
-        self.values.remove(key);
-        self.absences.remove(key);
-    }
-
-    /// Forgets everything.
-    pub(crate) fn clear(&self) {
-        self.values.clear();
-        self.absences.clear();
-    }
-
-    /// Entries held, values and absences.
-    pub(crate) fn len(&self) -> usize {
-        self.values.len() + self.absences.len()
-    }
+    let estimated_items = usize::try_from(capacity_entries).unwrap_or(usize::MAX);
+    QuickCache::with(
+        estimated_items,
+        capacity_entries,
+        UnitWeighter,
+        DefaultHashBuilder::default(),
+        EvictionCounter(counters),
+    )
 }
 
 /// Classifies `entry` at `now_ms` for a cache serving stale entries for `stale_ms`.
