@@ -1,8 +1,8 @@
 //! The dashboard in a real browser: headless Chromium, driven over WebDriver by
 //! chromedriver, shortens a URL through the Bit.ly page and follows the short
-//! link, holds and buys a seat on the Ticketmaster seat map, and orders from the
-//! GoPuff inventory page. Skips loudly when Chromium is not installed, fails under
-//! `CI=true`.
+//! link, holds and buys a seat on the Ticketmaster seat map, orders from the GoPuff
+//! inventory page, and bursts past a rule on the rate-limiter page. Skips loudly when
+//! Chromium is not installed, fails under `CI=true`.
 
 mod common;
 
@@ -235,5 +235,29 @@ async fn order_from_the_inventory_page() {
     driver.find("#stock tr[data-sku='soda'] td.num[data-quantity='19']").await;
     let result = driver.property("#result", "innerText").await;
     assert!(result.as_str().is_some_and(|t| t.starts_with("Order ")), "{result}");
+    driver.session_call("DELETE", "", &Value::Null).await;
+}
+
+/// The rate-limiter page: add the demo rule, send a burst through the form, and the
+/// rule's row shows rejected decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_the_rate_limiter_page_shows_rejections() {
+    if !browser_available("a_burst_on_the_rate_limiter_page_shows_rejections") {
+        return;
+    }
+    let db = TestDb::sqlite();
+    let data = tempfile::tempdir().expect("dir");
+    let server = Server::start(data.path(), db.url(), &[]);
+    let profile = tempfile::tempdir().expect("profile");
+    let driver = Driver::start(profile.path()).await;
+
+    driver.goto(&format!("{}/dashboard/ratelimiter", server.base)).await;
+    driver.click("#demo").await;
+    driver.find("#rules tr[data-rule='demo']").await;
+    driver.click("#burst").await;
+    // 20 checks against 5 per second: some are rejected, and the row counts them.
+    driver.find("#rules tr[data-rule='demo'] td:nth-child(6):not([data-total='0'])").await;
+    let result = driver.property("#result", "innerText").await;
+    assert!(result.as_str().is_some_and(|t| t.contains("RateLimit:")), "{result}");
     driver.session_call("DELETE", "", &Value::Null).await;
 }
