@@ -65,3 +65,23 @@ pub async fn connect(
         Err(ConnectError::UnsupportedUrl(url.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_url_picks_the_engine_and_anything_else_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let opened = connect(&url, 2, Duration::from_secs(1)).await.expect("sqlite opens");
+        assert!(matches!(opened, Database::Sqlite(_)));
+        for url in ["mysql://root@localhost/db", "", "sqlite", "http://x"] {
+            let refused = connect(url, 2, Duration::from_secs(1)).await;
+            assert!(
+                matches!(refused, Err(ConnectError::UnsupportedUrl(ref u)) if u == url),
+                "{url}"
+            );
+        }
+    }
+}

@@ -26,9 +26,10 @@ pub struct Link {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database URL is neither `sqlite:` nor `postgres:`.
-    #[error("unsupported database url {0:?}: expected sqlite:PATH or postgres://...")]
-    UnsupportedUrl(String),
+    /// The database could not be opened (an unsupported URL, or an engine that cannot
+    /// be reached).
+    #[error(transparent)]
+    Connect(#[from] crate::db::ConnectError),
     /// The code is already taken.
     #[error("code already exists")]
     Conflict,
@@ -62,13 +63,9 @@ impl LinkStore {
     /// # Errors
     /// An unsupported URL or a database that cannot be reached or migrated.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let store = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await {
-            Ok(crate::db::Database::Sqlite(pool)) => Self::Sqlite(pool),
-            Ok(crate::db::Database::Postgres(pool)) => Self::Postgres(pool),
-            Err(crate::db::ConnectError::UnsupportedUrl(url)) => {
-                return Err(StoreError::UnsupportedUrl(url));
-            }
-            Err(crate::db::ConnectError::Database(e)) => return Err(e.into()),
+        let store = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await? {
+            crate::db::Database::Sqlite(pool) => Self::Sqlite(pool),
+            crate::db::Database::Postgres(pool) => Self::Postgres(pool),
         };
         store.migrate().await?;
         Ok(store)

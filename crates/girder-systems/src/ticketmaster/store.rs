@@ -27,9 +27,10 @@ pub(crate) use on_db;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database URL is neither `sqlite:` nor `postgres:`.
-    #[error("unsupported database url {0:?}: expected sqlite:PATH or postgres://...")]
-    UnsupportedUrl(String),
+    /// The database could not be opened (an unsupported URL, or an engine that cannot
+    /// be reached).
+    #[error(transparent)]
+    Connect(#[from] crate::db::ConnectError),
     /// The database failed or is unreachable.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -242,13 +243,9 @@ impl Db {
     /// # Errors
     /// An unsupported URL or a database that cannot be reached or migrated.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let db = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await {
-            Ok(crate::db::Database::Sqlite(pool)) => Self::Sqlite(pool),
-            Ok(crate::db::Database::Postgres(pool)) => Self::Postgres(pool),
-            Err(crate::db::ConnectError::UnsupportedUrl(url)) => {
-                return Err(StoreError::UnsupportedUrl(url));
-            }
-            Err(crate::db::ConnectError::Database(e)) => return Err(e.into()),
+        let db = match crate::db::connect(url, max_connections, ACQUIRE_TIMEOUT).await? {
+            crate::db::Database::Sqlite(pool) => Self::Sqlite(pool),
+            crate::db::Database::Postgres(pool) => Self::Postgres(pool),
         };
         db.migrate().await?;
         Ok(db)
