@@ -126,6 +126,26 @@ impl Driver {
     }
 }
 
+/// A fresh `girder serve` on SQLite and a browser session, dropped (and killed)
+/// together at the end of a test.
+struct Page {
+    driver: Driver,
+    server: Server,
+    _dirs: [tempfile::TempDir; 2],
+    _db: TestDb,
+}
+
+impl Page {
+    async fn open() -> Self {
+        let db = TestDb::sqlite();
+        let (data, profile) =
+            (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("profile"));
+        let server = Server::start(data.path(), db.url(), &[]);
+        let driver = Driver::start(profile.path()).await;
+        Self { driver, server, _dirs: [data, profile], _db: db }
+    }
+}
+
 fn browser_available(test: &str) -> bool {
     if std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists() {
         return true;
@@ -143,11 +163,8 @@ async fn shorten_through_the_page_and_follow_the_link() {
     if !browser_available("shorten_through_the_page_and_follow_the_link") {
         return;
     }
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), db.url(), &[]);
-    let profile = tempfile::tempdir().expect("profile");
-    let driver = Driver::start(profile.path()).await;
+    let page = Page::open().await;
+    let (server, driver) = (&page.server, &page.driver);
 
     driver.goto(&format!("{}/dashboard/bitly", server.base)).await;
     // The destination is this server's own health check: the sandbox has no internet.
@@ -182,11 +199,8 @@ async fn hold_and_buy_a_seat_on_the_seat_map() {
     if !browser_available("hold_and_buy_a_seat_on_the_seat_map") {
         return;
     }
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), db.url(), &[]);
-    let profile = tempfile::tempdir().expect("profile");
-    let driver = Driver::start(profile.path()).await;
+    let page = Page::open().await;
+    let (server, driver) = (&page.server, &page.driver);
 
     driver.goto(&format!("{}/dashboard/ticketmaster", server.base)).await;
     driver.click("#demo").await;
@@ -221,11 +235,8 @@ async fn order_from_the_inventory_page() {
     if !browser_available("order_from_the_inventory_page") {
         return;
     }
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), db.url(), &[]);
-    let profile = tempfile::tempdir().expect("profile");
-    let driver = Driver::start(profile.path()).await;
+    let page = Page::open().await;
+    let (server, driver) = (&page.server, &page.driver);
 
     driver.goto(&format!("{}/dashboard/gopuff", server.base)).await;
     driver.click("#demo").await;
@@ -245,11 +256,8 @@ async fn a_burst_on_the_rate_limiter_page_shows_rejections() {
     if !browser_available("a_burst_on_the_rate_limiter_page_shows_rejections") {
         return;
     }
-    let db = TestDb::sqlite();
-    let data = tempfile::tempdir().expect("dir");
-    let server = Server::start(data.path(), db.url(), &[]);
-    let profile = tempfile::tempdir().expect("profile");
-    let driver = Driver::start(profile.path()).await;
+    let page = Page::open().await;
+    let (server, driver) = (&page.server, &page.driver);
 
     driver.goto(&format!("{}/dashboard/ratelimiter", server.base)).await;
     driver.click("#demo").await;
