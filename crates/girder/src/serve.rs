@@ -18,6 +18,8 @@ use crate::config::Config;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::telemetry::prometheus();
     let systems = Systems::open(&config, Arc::new(SystemClock)).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reloads = reload_on_sighup(systems.clone(), config.clone(), stopped(stop_rx.clone()));
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("binding {}", config.bind))?;
@@ -28,7 +30,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "girder serving; dashboard at http://{local}/"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let background =
         tokio::spawn(Arc::clone(&systems.bitly).run_background(stopped(stop_rx.clone())));
     let gopuff = tokio::spawn(Arc::clone(&systems.gopuff).run_background(stopped(stop_rx.clone())));
@@ -42,8 +43,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let service = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         std::net::SocketAddr,
     >(router);
-    let reloads =
-        tokio::spawn(reload_on_sighup(systems.clone(), config.clone(), stopped(stop_rx.clone())));
+    let reloads = tokio::spawn(reloads);
     let server = axum::serve(listener, service).with_graceful_shutdown(shutdown_signal());
     server.await.context("serving")?;
     tracing::info!("shutting down: flushing buffered writes");
@@ -66,29 +66,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads the rate-limit rule files on every SIGHUP until `stop` resolves.
-async fn reload_on_sighup(
+/// Reloads the rate-limit rule files on every SIGHUP until `stop` resolves, counting
+/// each attempt in `girder_ratelimit_reloads_total{outcome=applied|rejected}`.
+fn reload_on_sighup(
     systems: Systems,
     config: Config,
     stop: impl std::future::Future<Output = ()>,
-) {
+) -> impl std::future::Future<Output = ()> {
+    // The handler is installed now, not when the task first runs: a SIGHUP that
+    // arrives once the port is open must find it (the default action ends the process).
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                Some(()) = hangups.recv() => match systems.reload_rate_limits(&config) {
-                    Ok(()) => tracing::info!("rate limits reloaded"),
-                    Err(e) => tracing::warn!(error = %e, "rate limits not reloaded; the old rules stay"),
-                },
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    async move {
+        #[cfg(unix)]
+        {
+            let Some(mut hangups) = hangups else { return };
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    () = &mut stop => return,
+                    Some(()) = hangups.recv() => match systems.reload_rate_limits(&config) {
+                        Ok(()) => {
+                            metrics::counter!("girder_ratelimit_reloads_total", "outcome" => "applied").increment(1);
+                            tracing::info!("rate limits reloaded");
+                        }
+                        Err(e) => {
+                            metrics::counter!("girder_ratelimit_reloads_total", "outcome" => "rejected").increment(1);
+                            tracing::warn!(error = %e, "rate limits not reloaded; the old rules stay");
+                        }
+                    },
+                }
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = (systems, config);
+            stop.await;
+        }
     }
-    #[cfg(not(unix))]
-    stop.await;
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

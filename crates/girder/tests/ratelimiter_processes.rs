@@ -202,19 +202,32 @@ async fn the_api_is_limited_per_peer_and_rules_reload_on_sighup() {
         200
     );
 
-    // A bad file on SIGHUP keeps the old rules; a good one replaces them.
+    // A bad file on SIGHUP keeps the old rules; a good one replaces them. Each reload
+    // attempt is counted in /metrics, which the test waits on (bounded).
+    let reloads = |outcome: &'static str| {
+        let (http, base) = (http.clone(), server.base.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let line = format!("girder_ratelimit_reloads_total{{outcome=\"{outcome}\"}} 1");
+            loop {
+                let text = http.get(format!("{base}/metrics")).send().await.expect("metrics");
+                if text.text().await.expect("body").lines().any(|l| l == line) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "no {outcome} reload counted");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     std::fs::write(&rules, "[[rule]]\nname = \"\"\n").expect("bad rules");
     let hup = || {
         Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().expect("kill")
     };
     assert!(hup().success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    reloads("rejected").await;
     assert_eq!(list().await.expect("list").status().as_u16(), 429, "a bad file changed nothing");
     write_rules(1_000);
     assert!(hup().success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while list().await.expect("list").status().as_u16() == 429 {
-        assert!(Instant::now() < deadline, "the edited rules never took effect");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    reloads("applied").await;
+    assert_eq!(list().await.expect("list").status().as_u16(), 200, "the edited rules apply");
 }
