@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod db;
 pub mod extract;
 pub mod gopuff;
+mod keys;
 pub mod problem;
 pub mod ratelimiter;
 pub mod ticketmaster;

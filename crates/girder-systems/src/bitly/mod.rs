@@ -104,9 +104,9 @@ const CURSOR_KEY_SETTING: &str = "cursor_key";
 /// A random key stored once in the shared database, so every instance uses the
 /// same one (two keys would mean colliding codes or cursors one instance rejects).
 async fn shared_key<const N: usize>(store: &LinkStore, name: &str) -> Result<[u8; N], StoreError> {
-    let fresh: [u8; N] = std::array::from_fn(|_| rand::random());
-    let stored = store.setting_or_init(name, &hex(&fresh)).await?;
-    unhex(&stored).ok_or_else(|| {
+    let fresh: [u8; N] = crate::keys::fresh();
+    let stored = store.setting_or_init(name, &crate::keys::hex(&fresh)).await?;
+    crate::keys::unhex(&stored).ok_or_else(|| {
         StoreError::Database(sqlx::Error::Protocol(format!(
             "bitly_settings.{name} is not {} hex digits",
             2 * N
@@ -178,35 +178,5 @@ impl Bitly {
     /// The store failed.
     pub async fn flush_clicks(&self) -> Result<usize, StoreError> {
         self.clicks.flush(&self.store).await
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trip() {
-        let key = [0u8, 1, 0xab, 0xff, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 0x80];
-        assert_eq!(unhex::<16>(&hex(&key)), Some(key));
-        assert_eq!(unhex::<16>("zz"), None);
-        assert_eq!(unhex::<16>(&"g".repeat(32)), None);
-        assert_eq!(unhex::<16>(&"é".repeat(16)), None);
-        assert_eq!(unhex::<32>(&hex(&key)), None);
     }
 }

@@ -164,9 +164,9 @@ impl GoPuff {
             Arc::clone(&clock),
         )
         .await?;
-        let fresh: [u8; 32] = std::array::from_fn(|_| rand::random());
-        let stored = store.setting_or_init(CURSOR_KEY_SETTING, &hex(&fresh)).await?;
-        let key = unhex::<32>(&stored).ok_or_else(|| {
+        let fresh: [u8; 32] = crate::keys::fresh();
+        let stored = store.setting_or_init(CURSOR_KEY_SETTING, &crate::keys::hex(&fresh)).await?;
+        let key = crate::keys::unhex::<32>(&stored).ok_or_else(|| {
             StoreError::Cache(format!("gopuff_settings.{CURSOR_KEY_SETTING} is not 64 hex digits"))
         })?;
         Ok(Arc::new(Self {
@@ -219,19 +219,4 @@ impl GoPuff {
     fn now_ms(&self) -> i64 {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

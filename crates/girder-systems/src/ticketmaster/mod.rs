@@ -112,8 +112,8 @@ const ADMISSION_KEY_SETTING: &str = "admission_key";
 /// same one.
 async fn shared_key(db: &Db, name: &str) -> Result<[u8; 32], StoreError> {
     let fresh: [u8; 32] = rand::random();
-    let stored = db.setting_or_init(name, &hex(&fresh)).await?;
-    unhex(&stored)
+    let stored = db.setting_or_init(name, &crate::keys::hex(&fresh)).await?;
+    crate::keys::unhex(&stored)
         .ok_or_else(|| StoreError::Corrupt(format!("tm_settings.{name} is not 64 hex digits")))
 }
 
@@ -267,21 +267,6 @@ impl Ticketmaster {
         catalog.insert(event_id.to_owned(), Arc::clone(&entry));
         Ok(Some(entry))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// A fresh random id with a type prefix: `prefix_` + 32 hex digits.
