@@ -21,8 +21,9 @@
 //! the counters are O(1) but either burst at window edges (fixed window) or approximate
 //! (sliding window counter). The token bucket / GCRA is the usual answer: O(1), exact,
 //! with an explicit burst. Going distributed costs one Redis round trip per decision
-//! (`RedisLimiter`, feature `redis`) or accuracy (`BatchedLimiter`: local admission
-//! against a per-instance share, synced every `sync_interval_ms`).
+//! (`RedisLimiter`, feature `redis`; with `coalescing`, concurrent checks share one
+//! script call, exactly as if made one by one) or accuracy (`BatchedLimiter`: local
+//! admission against a per-instance share, synced every `sync_interval_ms`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -68,7 +69,9 @@ use std::sync::Arc;
 use thiserror::Error;
 
 #[cfg(feature = "redis")]
-pub use crate::redis::{BatchedConfig, BatchedLimiter, RedisConfig, RedisLimiter};
+pub use crate::redis::{
+    BatchedConfig, BatchedLimiter, Coalescing, CoalescingStats, RedisConfig, RedisLimiter,
+};
 pub use algorithm::{Algorithm, AnyAlgorithm, AnyState};
 pub use coarse_clock::CoarseClock;
 pub use fixed_window::{FixedWindow, FixedWindowState};

@@ -1,6 +1,8 @@
 //! The Redis backend: one Lua script per algorithm, each a line-by-line port of the
 //! Rust decision function, so every decision is one atomic round trip (`EVALSHA`; the
-//! `redis` crate reloads a flushed script transparently on `NOSCRIPT`).
+//! `redis` crate reloads a flushed script transparently on `NOSCRIPT`). A script
+//! decides any number of keys in order in one call, which [`RedisLimiter::coalescing`]
+//! uses to let concurrent checks share calls.
 //!
 //! Time is the Redis server's (`TIME` inside the script), so the clocks of the server
 //! instances sharing a limit do not matter — and tests cannot move it with a manual
@@ -10,8 +12,9 @@
 //! moment their state becomes equivalent to fresh, so idle keys vanish by themselves.
 
 mod batched;
+mod coalesce;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use ::redis::aio::ConnectionManager;
 use ::redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation};
@@ -19,14 +22,20 @@ use ::redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation};
 use crate::{Decision, Kind, LimitError, RateLimiter, Rule, RuleError, check_input};
 
 pub use batched::{BatchedConfig, BatchedLimiter};
+pub use coalesce::{Coalescing, CoalescingStats};
+
+use coalesce::{Coalescer, Target};
 
 /// How many times a decision is tried when the script keeps being flushed.
 const NOSCRIPT_ATTEMPTS: u32 = 4;
 
 const PRELUDE: &str = include_str!("prelude.lua");
+const EPILOGUE: &str = include_str!("epilogue.lua");
 
+/// An algorithm's script: the shared argument parsing and helpers, its `decide`
+/// function, and the loop calling `decide` once per key.
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!("{PRELUDE}\n{body}\n{EPILOGUE}"))
 }
 
 static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| script(include_str!("token_bucket.lua")));
@@ -62,6 +71,7 @@ pub struct RedisLimiter {
     rule: Rule,
     script: &'static Script,
     config: RedisConfig,
+    coalescer: Option<Arc<Coalescer>>,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -69,6 +79,7 @@ impl std::fmt::Debug for RedisLimiter {
         f.debug_struct("RedisLimiter")
             .field("rule", &self.rule)
             .field("config", &self.config)
+            .field("coalescing", &self.coalescer.as_ref().map(|c| c.settings()))
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +102,26 @@ impl RedisLimiter {
             Kind::SlidingLog => &*SLIDING_LOG,
             Kind::SlidingWindow => &*SLIDING_WINDOW,
         };
-        Ok(Self { conn, rule: *rule, script, config })
+        Ok(Self { conn, rule: *rule, script, config, coalescer: None })
+    }
+
+    /// Lets concurrent checks share script calls: one `EVALSHA` decides a batch of
+    /// waiting checks, in order, at one server time, with at most
+    /// `settings.max_in_flight` calls outstanding. Decisions are those the same checks
+    /// would get one by one; under load the Redis server does a fraction of the
+    /// per-call work. Needs a tokio runtime (without one, checks run alone). On Redis
+    /// Cluster, give the prefix a `{tag}` so all keys share a slot. Clones share the
+    /// batches.
+    #[must_use]
+    pub fn coalescing(mut self, settings: Coalescing) -> Self {
+        self.coalescer = Some(Arc::new(Coalescer::new(settings)));
+        self
+    }
+
+    /// Script calls and the checks they decided, if coalescing is on.
+    #[must_use]
+    pub fn coalescing_stats(&self) -> Option<CoalescingStats> {
+        self.coalescer.as_ref().map(|c| c.stats())
     }
 
     /// The rule applied.
@@ -118,34 +148,19 @@ impl RedisLimiter {
         now_override_ms: Option<u64>,
     ) -> Result<(Decision, u64), LimitError> {
         check_input(key, cost, self.max_cost())?;
-        // With a time override, keys would still expire by the server's real clock:
-        // keep them an hour longer so a test's virtual time cannot outrun them.
-        let (now_arg, grace_ms) = match now_override_ms {
-            Some(now) => (now.to_string(), 3_600_000),
-            None => (String::new(), 0),
-        };
-        let mut invocation = self.script.key(self.redis_key(key));
-        invocation
-            .arg(now_arg)
-            .arg(cost)
-            .arg(self.rule.limit)
-            .arg(self.rule.period_ms)
-            .arg(self.rule.burst)
-            .arg(grace_ms);
-        let out: Vec<i64> = invoke(&invocation, &self.conn).await?;
-        let n = |i: usize| {
-            out.get(i)
-                .and_then(|&v| u64::try_from(v).ok())
-                .ok_or_else(|| LimitError::Backend(format!("unexpected script reply {out:?}")))
-        };
-        let decision = Decision {
-            allowed: n(0)? == 1,
-            remaining: n(1)?,
-            retry_after_ms: n(2)?,
-            reset_after_ms: n(3)?,
-            limit: n(4)?,
-        };
-        Ok((decision, n(5)?))
+        if now_override_ms.is_none()
+            && let Some(coalescer) = &self.coalescer
+            && let Some(answer) =
+                coalescer.submit(|| self.target(), self.redis_key(key), cost).await
+        {
+            return answer;
+        }
+        let mut out = self.target().run(&[(self.redis_key(key), cost)], now_override_ms).await?;
+        out.pop().ok_or_else(|| LimitError::Backend("empty script reply".to_owned()))
+    }
+
+    fn target(&self) -> Target {
+        Target { conn: self.conn.clone(), rule: self.rule, script: self.script }
     }
 
     /// A check at a given time (the crate's tests only).

@@ -64,6 +64,88 @@ async fn same_decisions_as_the_memory_limiter_through_a_script_flush() {
     }
 }
 
+/// One script call deciding many checks gives exactly the decisions of the same
+/// checks made one by one, in order, at the batch's time — for every algorithm, with
+/// repeated keys inside a batch.
+#[tokio::test]
+async fn a_batch_decides_as_its_checks_would_one_by_one() {
+    let Some(conn) = connect("a_batch_decides_as_its_checks_would_one_by_one").await else {
+        return;
+    };
+    for rule in rules() {
+        let redis =
+            RedisLimiter::new(conn.clone(), &rule, RedisConfig { key_prefix: prefix() }).unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let memory = MemoryLimiter::from_rule(&rule, MemoryConfig::default(), clock).unwrap();
+        let max_cost = if rule.kind.has_burst() { rule.burst } else { rule.limit };
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut now = 1_700_000_000_000_u64;
+        for step in 0..60 {
+            now += rng.random_range(0..400);
+            let size = rng.random_range(1..=40);
+            let checks: Vec<(String, u64)> = (0..size)
+                .map(|_| {
+                    let key = ["a", "b", "c"][rng.random_range(0..3)];
+                    let cost =
+                        if rng.random_bool(0.8) { 1 } else { rng.random_range(1..=max_cost) };
+                    (key.to_owned(), cost)
+                })
+                .collect();
+            let want: Vec<Decision> =
+                checks.iter().map(|(k, c)| memory.check_at(k, *c, now).unwrap()).collect();
+            let redis_checks: Vec<(String, u64)> =
+                checks.iter().map(|(k, c)| (redis.redis_key(k), *c)).collect();
+            let got = redis.target().run(&redis_checks, Some(now)).await.unwrap();
+            let got: Vec<Decision> = got
+                .into_iter()
+                .map(|(d, at)| {
+                    assert_eq!(at, now);
+                    d
+                })
+                .collect();
+            assert_eq!(got, want, "{rule:?} step {step}: {checks:?} at {now}");
+        }
+    }
+}
+
+/// State that does not parse (written by something else under the prefix) is a
+/// backend error for every algorithm, on both paths, and is left as found.
+#[tokio::test]
+async fn corrupt_state_is_a_backend_error() {
+    let Some(conn) = connect("corrupt_state_is_a_backend_error").await else { return };
+    for rule in rules() {
+        let l =
+            RedisLimiter::new(conn.clone(), &rule, RedisConfig { key_prefix: prefix() }).unwrap();
+        let mut c = conn.clone();
+        if rule.kind == Kind::SlidingLog {
+            let () = ::redis::cmd("RPUSH")
+                .arg(l.redis_key("k"))
+                .arg("x y")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        } else {
+            let () = ::redis::cmd("SET")
+                .arg(l.redis_key("k"))
+                .arg("12 oops")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+        let coalesced = l.clone().coalescing(Coalescing::default());
+        for l in [&l, &coalesced] {
+            let err = l.check("k", 1).await.unwrap_err();
+            assert!(
+                matches!(&err, LimitError::Backend(m) if m.contains("corrupt")),
+                "{rule:?}: {err:?}"
+            );
+        }
+        let kind: String =
+            ::redis::cmd("TYPE").arg(l.redis_key("k")).query_async(&mut c).await.unwrap();
+        assert_eq!(kind, if rule.kind == Kind::SlidingLog { "list" } else { "string" });
+    }
+}
+
 #[tokio::test]
 async fn bad_input_never_reaches_redis() {
     let Some(conn) = connect("bad_input_never_reaches_redis").await else { return };
@@ -73,6 +155,10 @@ async fn bad_input_never_reaches_redis() {
     assert_eq!(l.check("k", 0).await, Err(LimitError::InvalidCost { cost: 0, max: 3 }));
     let long = "k".repeat(300);
     assert_eq!(l.check(&long, 1).await, Err(LimitError::KeyTooLong { len: 300 }));
+    let l = l.coalescing(Coalescing::default());
+    assert_eq!(l.check("k", 4).await, Err(LimitError::InvalidCost { cost: 4, max: 3 }));
+    assert_eq!(l.check(&long, 1).await, Err(LimitError::KeyTooLong { len: 300 }));
+    assert_eq!(l.coalescing_stats().unwrap().checks, 0, "bad input was queued");
 }
 
 #[tokio::test]
@@ -140,11 +226,14 @@ async fn concurrent_admissions_stay_within_the_bound() {
         Rule::new(Kind::SlidingLog, 20, 100),
         Rule::new(Kind::SlidingWindow, 20, 100),
     ];
-    for rule in rules {
+    for (rule, coalesce) in rules.into_iter().flat_map(|r| [(r, false), (r, true)]) {
         let config = RedisConfig { key_prefix: prefix() };
         let limiters: Vec<_> = conns
             .iter()
-            .map(|c| Arc::new(RedisLimiter::new(c.clone(), &rule, config.clone()).unwrap()))
+            .map(|c| {
+                let l = RedisLimiter::new(c.clone(), &rule, config.clone()).unwrap();
+                Arc::new(if coalesce { l.coalescing(Coalescing::default()) } else { l })
+            })
             .collect();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
         let tasks: Vec<_> = (0..200)
@@ -173,7 +262,18 @@ async fn concurrent_admissions_stay_within_the_bound() {
             decisions += d;
         }
         let total: u64 = history.iter().map(|a| a.1).sum();
-        eprintln!("{:?}: {decisions} decisions, {total} admitted in 300 ms", rule.kind);
+        eprintln!(
+            "{:?} (coalescing {coalesce}): {decisions} decisions, {total} admitted in 300 ms",
+            rule.kind
+        );
+        if coalesce {
+            let stats: Vec<_> = limiters.iter().map(|l| l.coalescing_stats().unwrap()).collect();
+            let checks: u64 = stats.iter().map(|s| s.checks).sum();
+            let calls: u64 = stats.iter().map(|s| s.calls).sum();
+            assert_eq!(checks, decisions, "every check went through a batch");
+            // 50 callers per limiter and 4 calls in flight: batches must form.
+            assert!(calls * 2 < checks, "{calls} script calls for {checks} checks");
+        }
         assert!(total >= rule.limit.min(rule.burst), "{rule:?}: only {total} admitted");
         check_history(&rule, history);
     }
@@ -273,7 +373,14 @@ async fn a_dead_server_is_unavailable() {
     let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
     let mut conn = None;
     for _ in 0..100 {
-        if let Ok(c) = ConnectionManager::new(client.clone()).await {
+        // Bounded reconnects, as a server configures them: without, a check after
+        // the server died waits on reconnection attempts for minutes.
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(std::time::Duration::from_millis(500))
+            .set_response_timeout(std::time::Duration::from_millis(500))
+            .set_number_of_retries(1)
+            .set_max_delay(50);
+        if let Ok(c) = ConnectionManager::new_with_config(client.clone(), config).await {
             conn = Some(c);
             break;
         }
@@ -286,11 +393,15 @@ async fn a_dead_server_is_unavailable() {
     };
     let rule = Rule::new(Kind::TokenBucket, 10, 1_000);
     let l = RedisLimiter::new(conn, &rule, RedisConfig::default()).unwrap();
+    let coalesced = l.clone().coalescing(Coalescing::default());
     assert!(l.check("k", 1).await.unwrap().allowed);
+    assert!(coalesced.check("k", 1).await.unwrap().allowed);
     child.kill().unwrap();
     child.wait().unwrap();
-    let err = l.check("k", 1).await.unwrap_err();
-    assert!(matches!(err, LimitError::Unavailable(_)), "{err:?}");
+    for l in [l, coalesced] {
+        let err = l.check("k", 1).await.unwrap_err();
+        assert!(matches!(err, LimitError::Unavailable(_)), "{err:?}");
+    }
 }
 
 /// With the server's own clock (no override): after a denial, waiting `retry_after_ms`

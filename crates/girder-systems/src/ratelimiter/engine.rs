@@ -11,8 +11,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use girder_core::Clock;
 use girder_ratelimit::{
-    Decision, LimitError, MemoryConfig, MemoryLimiter, RateLimiter, RedisConfig, RedisLimiter,
-    Rule, RuleError,
+    Coalescing, Decision, LimitError, MemoryConfig, MemoryLimiter, RateLimiter, RedisConfig,
+    RedisLimiter, Rule, RuleError,
 };
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -140,7 +140,10 @@ impl BackendConfig {
             }
             Self::Redis { conn, key_prefix } => {
                 let config = RedisConfig { key_prefix: format!("{key_prefix}{rule}:{scope}:") };
-                Backend::Redis(RedisLimiter::new((**conn).clone(), limit, config)?)
+                // Concurrent checks of one rule and scope share script calls: under load
+                // the Redis server does a fraction of the per-call work.
+                let limiter = RedisLimiter::new((**conn).clone(), limit, config)?;
+                Backend::Redis(limiter.coalescing(Coalescing::default()))
             }
             Self::Failing(e) => {
                 limit.validate()?;

@@ -1,0 +1,139 @@
+//! The L1 hit ratio measured by interleaving: girder's `Cache::get_cached` and a bare
+//! `quick_cache::sync::Cache::get` take turns, one batch of lookups each, for many
+//! rounds, and each round yields one ratio (girder's time over quick_cache's).
+//!
+//! Why a second measurement beside `benches/cache.rs`: on a shared VM the machine's
+//! speed drifts by ±20% over the seconds between two criterion groups, and a ratio of
+//! two groups measured apart carries that drift. Batches a few milliseconds long,
+//! alternating which contender goes first, see the same machine; the median of the
+//! per-round ratios is what this prints.
+//!
+//! Run: `cargo bench -p girder-bench --bench cache_interleaved` (`-- --rounds N`).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use girder_cache::{Cache, CacheConfig, CacheValue, loader_fn};
+
+/// Distinct keys, all resident in both caches (as in `benches/cache.rs`).
+const KEYS: u64 = 100_000;
+/// Capacity of both caches: room for every key, so every lookup is a hit.
+const CAPACITY: u64 = 2 * KEYS;
+/// Lookups per batch: a few milliseconds, long enough to dwarf timer overhead.
+const BATCH: usize = 100_000;
+
+/// `n` keys in `0..KEYS` from splitmix64 with a fixed seed, so consecutive lookups
+/// touch unrelated memory, the same for both contenders.
+fn access_order(n: usize) -> Vec<u64> {
+    let mut state: u64 = 0x00C0_FFEE_CAC4_E001;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % KEYS
+        })
+        .collect()
+}
+
+/// Nanoseconds per lookup of `lookup` over `keys`.
+fn time_batch(keys: &[u64], mut lookup: impl FnMut(u64) -> u64) -> f64 {
+    let started = Instant::now();
+    let mut sum = 0u64;
+    for &key in keys {
+        sum = sum.wrapping_add(lookup(black_box(key)));
+    }
+    black_box(sum);
+    started.elapsed().as_secs_f64() * 1e9 / keys.len() as f64
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[at]
+}
+
+/// Measures one value type and prints a line.
+fn measure<V>(label: &str, rounds: usize, make: fn(u64) -> V, touch: fn(&V) -> u64)
+where
+    V: CacheValue + PartialEq + std::fmt::Debug,
+{
+    let loader = loader_fn(move |key: u64| async move { Ok::<_, std::io::Error>(Some(make(key))) });
+    let config = CacheConfig {
+        name: "bench".into(),
+        l1_capacity_entries: CAPACITY,
+        ttl_ms: 3_600_000,
+        ..CacheConfig::default()
+    };
+    let girder = Cache::new(config, loader).expect("valid config");
+    let quick = quick_cache::sync::Cache::<u64, V>::new(CAPACITY as usize);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    for key in 0..KEYS {
+        runtime.block_on(girder.put(key, make(key))).expect("put");
+        quick.insert(key, make(key));
+    }
+    let order = access_order(BATCH * 8);
+    for &key in &order {
+        assert_eq!(girder.peek(&key), Some(Some(make(key))), "girder lost key {key}");
+        assert_eq!(quick.get(&key), Some(make(key)), "quick_cache lost key {key}");
+    }
+
+    let girder_get = |key: u64| touch(&girder.get_cached(&key).flatten().expect("present"));
+    let quick_get = |key: u64| touch(&quick.get(&key).expect("present"));
+    // Warm both (page in, train predictors) before anything counts.
+    for chunk in order.chunks(BATCH) {
+        time_batch(chunk, girder_get);
+        time_batch(chunk, quick_get);
+    }
+
+    let (mut ratios, mut girder_ns, mut quick_ns) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let keys = &order[(round % 8) * BATCH..][..BATCH];
+        let (g, q) = if round % 2 == 0 {
+            let g = time_batch(keys, girder_get);
+            (g, time_batch(keys, quick_get))
+        } else {
+            let q = time_batch(keys, quick_get);
+            (time_batch(keys, girder_get), q)
+        };
+        ratios.push(g / q);
+        girder_ns.push(g);
+        quick_ns.push(q);
+    }
+    assert_eq!(girder.stats().l1_misses, 0, "girder missed during the benchmark");
+    for v in [&mut ratios, &mut girder_ns, &mut quick_ns] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "| {label} | {rounds} | {:.1} | {:.1} | {:.2}× | {:.2}–{:.2}× |",
+        quantile(&girder_ns, 0.5),
+        quantile(&quick_ns, 0.5),
+        quantile(&ratios, 0.5),
+        quantile(&ratios, 0.25),
+        quantile(&ratios, 0.75),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the only option read here is `--rounds N`.
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse::<usize>().expect("--rounds takes a positive integer"))
+        .unwrap_or(201)
+        .max(1);
+    println!(
+        "| values | rounds | girder get_cached, ns (median) | bare quick_cache get, ns (median) | ratio, median of rounds | ratio, middle half |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    measure("`u64`", rounds, |key| key, |value| *value);
+    measure(
+        "`Arc<str>`",
+        rounds,
+        |key| Arc::from(format!("https://example.com/{key}")),
+        |value: &Arc<str>| value.len() as u64,
+    );
+}
