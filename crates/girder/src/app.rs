@@ -42,11 +42,25 @@ pub struct Systems {
 }
 
 impl Systems {
-    /// Opens every system's storage.
+    /// Opens every system's storage, every part reading `clock`.
     ///
     /// # Errors
     /// A store cannot be opened.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        Self::open_with_limiter_clock(config, Arc::clone(&clock), clock).await
+    }
+
+    /// As [`Systems::open`], with the in-process rate limits (the middleware and the
+    /// rate limiter service) reading `limiter_clock`: `girder serve` gives them a
+    /// `CoarseClock`, one atomic load per decision instead of a system call.
+    ///
+    /// # Errors
+    /// A store cannot be opened.
+    pub async fn open_with_limiter_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        limiter_clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         // Systems register metric handles as they open: the recorder must exist first.
         telemetry::prometheus();
         if let Some(dir) = sqlite_parent_dir(&config.bitly.database_url) {
@@ -57,9 +71,10 @@ impl Systems {
         let gopuff = GoPuff::open(config.gopuff.clone(), Arc::clone(&clock)).await?;
         let ticketmaster =
             Ticketmaster::open(config.ticketmaster.clone(), Arc::clone(&clock)).await?;
-        let ratelimiter = RateLimiterService::open(config.ratelimiter.clone(), Arc::clone(&clock))
-            .await
-            .map_err(|e| anyhow::anyhow!("rate limiter service: {e}"))?;
+        let ratelimiter =
+            RateLimiterService::open(config.ratelimiter.clone(), Arc::clone(&limiter_clock))
+                .await
+                .map_err(|e| anyhow::anyhow!("rate limiter service: {e}"))?;
         let redis = config.bitly.redis_url.as_deref();
         let failure = config.ratelimit.failure;
         let ratelimit = match &config.ratelimit.rules {
@@ -67,10 +82,10 @@ impl Systems {
             RateLimitRules::Builtin => {
                 let rules = RuleSet::from_toml_str(include_str!("../assets/ratelimit.toml"))
                     .map_err(|e| anyhow::anyhow!("built-in rate limits: {e}"))?;
-                Some(RateLimitLayer::from_rules(rules, redis, failure, clock).await)
+                Some(RateLimitLayer::from_rules(rules, redis, failure, limiter_clock).await)
             }
             RateLimitRules::File(path) => {
-                Some(RateLimitLayer::from_file(path, redis, failure, clock).await)
+                Some(RateLimitLayer::from_file(path, redis, failure, limiter_clock).await)
             }
         }
         .transpose()
