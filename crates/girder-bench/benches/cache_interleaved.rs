@@ -8,6 +8,9 @@
 //! alternating which contender goes first, see the same machine; the median of the
 //! per-round ratios is what this prints.
 //!
+//! A third contender, quick_cache holding girder's entry shape `(Option<V>, expiry)`,
+//! shows how much of the gap is entry size rather than girder's code.
+//!
 //! Run: `cargo bench -p girder-bench --bench cache_interleaved` (`-- --rounds N`).
 
 use std::hint::black_box;
@@ -68,10 +71,12 @@ where
     };
     let girder = Cache::new(config, loader).expect("valid config");
     let quick = quick_cache::sync::Cache::<u64, V>::new(CAPACITY as usize);
+    let sized = quick_cache::sync::Cache::<u64, (Option<V>, u64)>::new(CAPACITY as usize);
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     for key in 0..KEYS {
         runtime.block_on(girder.put(key, make(key))).expect("put");
         quick.insert(key, make(key));
+        sized.insert(key, (Some(make(key)), u64::MAX));
     }
     let order = access_order(BATCH * 8);
     for &key in &order {
@@ -81,13 +86,19 @@ where
 
     let girder_get = |key: u64| touch(&girder.get_cached(&key).flatten().expect("present"));
     let quick_get = |key: u64| touch(&quick.get(&key).expect("present"));
+    let sized_get = |key: u64| {
+        let (value, fresh_until_ms) = sized.get(&key).expect("present");
+        touch(&value.filter(|_| fresh_until_ms > 0).expect("present"))
+    };
     // Warm both (page in, train predictors) before anything counts.
     for chunk in order.chunks(BATCH) {
         time_batch(chunk, girder_get);
         time_batch(chunk, quick_get);
+        time_batch(chunk, sized_get);
     }
 
     let (mut ratios, mut girder_ns, mut quick_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sized_ratios = Vec::new();
     for round in 0..rounds {
         let keys = &order[(round % 8) * BATCH..][..BATCH];
         let (g, q) = if round % 2 == 0 {
@@ -98,20 +109,22 @@ where
             (time_batch(keys, girder_get), q)
         };
         ratios.push(g / q);
+        sized_ratios.push(time_batch(keys, sized_get) / q);
         girder_ns.push(g);
         quick_ns.push(q);
     }
     assert_eq!(girder.stats().l1_misses, 0, "girder missed during the benchmark");
-    for v in [&mut ratios, &mut girder_ns, &mut quick_ns] {
+    for v in [&mut ratios, &mut girder_ns, &mut quick_ns, &mut sized_ratios] {
         v.sort_by(f64::total_cmp);
     }
     println!(
-        "| {label} | {rounds} | {:.1} | {:.1} | {:.2}× | {:.2}–{:.2}× |",
+        "| {label} | {rounds} | {:.1} | {:.1} | {:.2}× | {:.2}–{:.2}× | {:.2}× |",
         quantile(&girder_ns, 0.5),
         quantile(&quick_ns, 0.5),
         quantile(&ratios, 0.5),
         quantile(&ratios, 0.25),
         quantile(&ratios, 0.75),
+        quantile(&sized_ratios, 0.5),
     );
 }
 
@@ -126,9 +139,9 @@ fn main() {
         .unwrap_or(201)
         .max(1);
     println!(
-        "| values | rounds | girder get_cached, ns (median) | bare quick_cache get, ns (median) | ratio, median of rounds | ratio, middle half |"
+        "| values | rounds | girder get_cached, ns (median) | bare quick_cache get, ns (median) | ratio, median of rounds | ratio, middle half | quick_cache holding girder's entry, ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     measure("`u64`", rounds, |key| key, |value| *value);
     measure(
         "`Arc<str>`",
