@@ -9,7 +9,8 @@
 //! What it saves is the Redis server's per-call work (parsing, script lookup, the Lua
 //! call, `TIME`), which on a busy server costs more than the decision itself. What it
 //! costs: a check may wait for a batch slot, and its decision is made at the batch's
-//! server time. Decisions are exactly those of the same checks made one by one in
+//! server time. When nothing is queued and a slot is free, a check skips the task and
+//! makes its own call, so an idle limiter answers as fast as an uncoalesced one. Decisions are exactly those of the same checks made one by one in
 //! batch order (tested); nothing about the limit loosens.
 //!
 //! A batch names several keys, so on Redis Cluster all of a limiter's keys must hash
@@ -66,8 +67,13 @@ pub struct CoalescingStats {
     pub checks: u64,
 }
 
-#[derive(Default)]
-struct Counts {
+/// What a limiter's callers and its coalescing task share.
+struct Shared {
+    /// Script calls that may be outstanding; the task holds one while it waits for
+    /// checks, a caller that finds the queue empty takes one to call directly.
+    slots: Arc<Semaphore>,
+    /// Checks sent to the task and not yet taken off the channel.
+    queued: AtomicU64,
     calls: AtomicU64,
     checks: AtomicU64,
 }
@@ -144,7 +150,7 @@ struct Pending {
 pub(crate) struct Coalescer {
     settings: Coalescing,
     sender: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
-    counts: Arc<Counts>,
+    shared: Arc<Shared>,
 }
 
 impl Coalescer {
@@ -154,7 +160,13 @@ impl Coalescer {
             max_batch: NonZeroUsize::new(max_batch).unwrap_or(NonZeroUsize::MIN),
             ..settings
         };
-        Self { settings, sender: Mutex::new(None), counts: Arc::default() }
+        let shared = Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(settings.max_in_flight.get())),
+            queued: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            checks: AtomicU64::new(0),
+        });
+        Self { settings, sender: Mutex::new(None), shared }
     }
 
     pub(crate) fn settings(&self) -> Coalescing {
@@ -163,8 +175,8 @@ impl Coalescer {
 
     pub(crate) fn stats(&self) -> CoalescingStats {
         CoalescingStats {
-            calls: self.counts.calls.load(Ordering::Relaxed),
-            checks: self.counts.checks.load(Ordering::Relaxed),
+            calls: self.shared.calls.load(Ordering::Relaxed),
+            checks: self.shared.checks.load(Ordering::Relaxed),
         }
     }
 
@@ -176,12 +188,25 @@ impl Coalescer {
         redis_key: String,
         cost: u64,
     ) -> Option<Answer> {
+        // Nothing waiting and a call slot free: Redis is not the bottleneck, so this
+        // check goes alone, without the hop through the task.
+        if self.shared.queued.load(Ordering::Acquire) == 0
+            && let Ok(_slot) = self.shared.slots.try_acquire()
+        {
+            self.shared.calls.fetch_add(1, Ordering::Relaxed);
+            self.shared.checks.fetch_add(1, Ordering::Relaxed);
+            let answers = target().run(&[(redis_key, cost)], None).await;
+            return Some(answers.and_then(|mut a| {
+                a.pop().ok_or_else(|| LimitError::Backend("empty script reply".to_owned()))
+            }));
+        }
         let (reply, answer) = oneshot::channel();
         let mut pending = Pending { redis_key, cost, reply };
         // At most two tries: a task whose runtime shut down leaves a closed channel,
         // which is replaced once.
         for _ in 0..2 {
             let sender = self.sender(&target)?;
+            self.shared.queued.fetch_add(1, Ordering::AcqRel);
             match sender.send(pending) {
                 Ok(()) => {
                     return Some(answer.await.unwrap_or_else(|_| {
@@ -190,7 +215,10 @@ impl Coalescer {
                         ))
                     }));
                 }
-                Err(mpsc::error::SendError(back)) => pending = back,
+                Err(mpsc::error::SendError(back)) => {
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    pending = back;
+                }
             }
         }
         None
@@ -203,8 +231,8 @@ impl Coalescer {
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (sender, receiver) = mpsc::unbounded_channel();
-        let counts = Arc::clone(&self.counts);
-        runtime.spawn(dispatch(receiver, target(), self.settings, counts));
+        let shared = Arc::clone(&self.shared);
+        runtime.spawn(dispatch(receiver, target(), self.settings.max_batch.get(), shared));
         *slot = Some(sender.clone());
         Some(sender)
     }
@@ -215,19 +243,19 @@ impl Coalescer {
 async fn dispatch(
     mut receiver: mpsc::UnboundedReceiver<Pending>,
     target: Target,
-    s: Coalescing,
-    counts: Arc<Counts>,
+    max_batch: usize,
+    shared: Arc<Shared>,
 ) {
-    let slots = Arc::new(Semaphore::new(s.max_in_flight.get()));
-    let max_batch = s.max_batch.get();
     loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
+        let Ok(slot) = Arc::clone(&shared.slots).acquire_owned().await else { return };
         let mut batch = Vec::with_capacity(max_batch);
-        if receiver.recv_many(&mut batch, max_batch).await == 0 {
+        let taken = receiver.recv_many(&mut batch, max_batch).await;
+        if taken == 0 {
             return;
         }
-        counts.calls.fetch_add(1, Ordering::Relaxed);
-        counts.checks.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        shared.queued.fetch_sub(taken as u64, Ordering::AcqRel);
+        shared.calls.fetch_add(1, Ordering::Relaxed);
+        shared.checks.fetch_add(taken as u64, Ordering::Relaxed);
         let target = target.clone();
         tokio::spawn(async move {
             let checks: Vec<(String, u64)> =
