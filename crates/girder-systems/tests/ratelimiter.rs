@@ -1136,3 +1136,91 @@ async fn a_redis_that_goes_away_fails_open_or_closed() {
     assert_eq!(open_engine.stats("r").unwrap().backend_failures, 3);
     assert_eq!(closed_engine.stats("r").unwrap().backend_failures, 3);
 }
+
+/// Rule edits made through one instance's API reach every instance sharing Redis:
+/// at the next sync (the server polls every 250 ms; the test syncs by hand), at the
+/// start of a later instance, and across a reload of the rules file. An edit Redis
+/// refuses is applied nowhere.
+#[tokio::test]
+async fn rule_edits_reach_every_instance_sharing_redis() {
+    let Some(url) = require(Service::Redis, "rule_edits_reach_every_instance_sharing_redis") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.toml");
+    write(
+        &path,
+        "[[rule]]\nname = \"from-file\"\nalgorithm = \"fixed_window\"\nlimit = 5\nperiod_ms = 1000\n",
+    );
+    let config = RateLimiterConfig {
+        rules_path: Some(path.clone()),
+        redis_url: Some(url.clone()),
+        key_prefix: unique_prefix(),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(clock());
+    let a = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("a");
+    let b = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("b");
+    assert!(a.shares_rules() && b.shares_rules());
+    let (api_a, api_b) = (a.api_router(), b.api_router());
+    let limit_of = |service: &RateLimiterService, name: &str| {
+        service.engine().rules().get(name).map(|r| (r.limit.kind, r.limit.limit, r.limit.burst))
+    };
+    assert!(!b.sync_rules().await.expect("sync"), "nothing changed yet");
+
+    // Created on A: A has it when it answers, B after its next sync.
+    let body = r#"{"algorithm":"gcra","limit":7,"period_ms":1000,"burst":3}"#;
+    let r = call(&api_a, "PUT", "/rules/shared", Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(limit_of(&a, "shared"), Some((Kind::Gcra, 7, 3)));
+    assert_eq!(limit_of(&b, "shared"), None);
+    assert!(b.sync_rules().await.expect("sync"));
+    assert_eq!(limit_of(&b, "shared"), Some((Kind::Gcra, 7, 3)));
+    assert_eq!(check(&api_b, "shared", "k", 1).await.status, StatusCode::OK);
+
+    // Replaced on B, seen by A.
+    let body = r#"{"algorithm":"token_bucket","limit":9,"period_ms":1000}"#;
+    let r = call(&api_b, "PUT", "/rules/shared", Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(a.sync_rules().await.expect("sync"));
+    assert_eq!(limit_of(&a, "shared"), Some((Kind::TokenBucket, 9, 9)));
+
+    // A rule from the file, deleted on A, is gone on B too.
+    let r = call(&api_a, "DELETE", "/rules/from-file", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert!(b.sync_rules().await.expect("sync"));
+    assert_eq!(limit_of(&b, "from-file"), None);
+
+    // A reload re-reads the file under the shared edits: the deletion and the
+    // replacement stand, and a rule new in the file appears.
+    write(
+        &path,
+        "[[rule]]\nname = \"from-file\"\nalgorithm = \"fixed_window\"\nlimit = 5\nperiod_ms = 1000\n\n\
+         [[rule]]\nname = \"new-in-file\"\nalgorithm = \"sliding_log\"\nlimit = 2\nperiod_ms = 1000\n",
+    );
+    b.reload().expect("reload");
+    assert_eq!(limit_of(&b, "from-file"), None);
+    assert_eq!(limit_of(&b, "shared"), Some((Kind::TokenBucket, 9, 9)));
+    assert_eq!(limit_of(&b, "new-in-file"), Some((Kind::SlidingLog, 2, 2)));
+
+    // An instance started now applies every edit before it serves.
+    let c = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("c");
+    assert_eq!(limit_of(&c, "shared"), Some((Kind::TokenBucket, 9, 9)));
+    assert_eq!(limit_of(&c, "from-file"), None);
+
+    // Redis gone: the edit is refused with a 503 and applied nowhere.
+    a.sync_rules().await.expect("sync");
+    let parsed = url::Url::parse(&url).expect("redis url");
+    let target = format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(6379));
+    let (addr, proxy_task) = proxy(target).await;
+    let via_proxy = RateLimiterConfig { redis_url: Some(format!("redis://{addr}/")), ..config };
+    let d = RateLimiterService::open(via_proxy, clock).await.expect("d");
+    assert_eq!(limit_of(&d, "shared"), Some((Kind::TokenBucket, 9, 9)));
+    proxy_task.abort();
+    let _ = proxy_task.await;
+    let body = r#"{"algorithm":"gcra","limit":1,"period_ms":1000}"#;
+    let r = call(&d.api_router(), "PUT", "/rules/refused", Some(body)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(limit_of(&d, "refused"), None);
+    assert!(!a.sync_rules().await.expect("sync"), "nothing was shared");
+    assert_eq!(limit_of(&a, "refused"), None);
+}

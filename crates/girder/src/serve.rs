@@ -42,6 +42,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gopuff = tokio::spawn(Arc::clone(&systems.gopuff).run_background(stopped(stop_rx.clone())));
     let ticketmaster =
         tokio::spawn(Arc::clone(&systems.ticketmaster).run_background(stopped(stop_rx.clone())));
+    let ratelimiter =
+        tokio::spawn(Arc::clone(&systems.ratelimiter).run_background(stopped(stop_rx.clone())));
     let upkeep = tokio::spawn(crate::telemetry::run_upkeep(stopped(stop_rx.clone())));
 
     let router = app::router(&systems, &config);
@@ -63,6 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = background.await;
         let _ = gopuff.await;
         let _ = ticketmaster.await;
+        let _ = ratelimiter.await;
     };
     if tokio::time::timeout(grace, joined).await.is_err() {
         tracing::warn!(grace_ms = config.shutdown_grace_ms, "background work did not stop in time");

@@ -339,7 +339,8 @@ async fn get_rule(
 }
 
 /// Create or replace a rule (a replaced rule loses its overrides; its limiter keeps
-/// its state only if the numbers are unchanged). Local to the instance answering.
+/// its state only if the numbers are unchanged). With Redis, every instance sharing
+/// it applies the edit within 250 ms; this one before it answers.
 #[utoipa::path(
     put,
     path = "/api/ratelimiter/rules/{name}",
@@ -366,7 +367,7 @@ async fn put_rule(
     let key = service.engine.rules().get(&name).map(|r| r.key.clone()).unwrap_or_default();
     let spec = RuleSpec::new(name, limit, key);
     let view = RuleView::from(&spec);
-    let created = service.engine.upsert(spec)?;
+    let created = service.put_rule(spec).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, axum::Json(view)).into_response())
 }
@@ -386,7 +387,7 @@ async fn delete_rule(
     axum::extract::State(service): State,
     Path(name): Path<String>,
 ) -> Result<StatusCode> {
-    if service.engine.remove(&name)? {
+    if service.delete_rule(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ErrorKind::UnknownRule(name))

@@ -9,6 +9,7 @@
 //! - [`layer`]: [`RateLimitLayer`], 429 + `Retry-After` + `RateLimit` fields.
 //! - [`api`]: the service, `POST /check` and rule administration, mounted at
 //!   `/api/ratelimiter`.
+//! - [`shared`]: with Redis, the service's rule edits reach every instance.
 //!
 //! # The rules file
 //!
@@ -82,11 +83,15 @@ pub mod engine;
 pub mod headers;
 pub mod layer;
 pub mod rules;
+pub mod shared;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use girder_core::Clock;
+use parking_lot::Mutex;
+
+use shared::{Overlay, SharedRules};
 
 use crate::cursor::CursorCodec;
 
@@ -122,16 +127,26 @@ impl Default for RateLimiterConfig {
     }
 }
 
-/// A running Distributed Rate Limiter: its own rules and limiters.
+/// A running Distributed Rate Limiter: its rules and limiters. With Redis, rule edits
+/// made through the API reach every instance sharing the key prefix (see [`shared`]).
 #[derive(Debug)]
 pub struct RateLimiterService {
     engine: Arc<Engine>,
     cursors: CursorCodec,
     config: RateLimiterConfig,
+    /// The rules file's rules (empty without a file).
+    base: Mutex<RuleSet>,
+    /// Shared edits, with Redis.
+    shared: Option<SharedRules>,
+    /// The shared edits last applied and the version they were read at.
+    overlay: Mutex<(i64, Overlay)>,
+    /// Serialises rule writes and syncs, so a sync never undoes a write in flight.
+    edits: tokio::sync::Mutex<()>,
 }
 
 impl RateLimiterService {
-    /// Loads the rules file (if any) and connects to Redis (if any).
+    /// Loads the rules file (if any), connects to Redis (if any) and applies the
+    /// rule edits shared there.
     ///
     /// # Errors
     /// The rules file is unreadable or invalid, or Redis is unreachable.
@@ -145,17 +160,42 @@ impl RateLimiterService {
         };
         let backend =
             BackendConfig::from_url(config.redis_url.as_deref(), &config.key_prefix, clock).await?;
-        let engine = Arc::new(Engine::new(rules, backend, SERVICE_METRIC)?);
-        Ok(Self::with_engine(engine, config))
+        let shared = match &config.redis_url {
+            Some(url) => Some(SharedRules::connect(url, &config.key_prefix).await?),
+            None => None,
+        };
+        let engine = Arc::new(Engine::new(rules.clone(), backend, SERVICE_METRIC)?);
+        let service = Self::assemble(engine, config, rules, shared);
+        service.sync_rules().await?;
+        Ok(service)
     }
 
-    /// A service over an existing engine (tests, drills with [`Backend::Failing`]).
+    /// A service over an existing engine, its rules not shared (tests, drills with
+    /// [`Backend::Failing`]).
     #[must_use]
     pub fn with_engine(engine: Arc<Engine>, config: RateLimiterConfig) -> Arc<Self> {
-        // List cursors are signed with a per-process key: the rules are per instance
-        // too, so a cursor from another instance would page another list anyway.
+        let base = RuleSet::clone(&engine.rules());
+        Self::assemble(engine, config, base, None)
+    }
+
+    fn assemble(
+        engine: Arc<Engine>,
+        config: RateLimiterConfig,
+        base: RuleSet,
+        shared: Option<SharedRules>,
+    ) -> Arc<Self> {
+        // List cursors are signed with a per-process key: a cursor from another
+        // instance is refused, and the client starts its listing again.
         let cursors = CursorCodec::new(std::array::from_fn(|_| rand::random()));
-        Arc::new(Self { engine, cursors, config })
+        Arc::new(Self {
+            engine,
+            cursors,
+            config,
+            base: Mutex::new(base),
+            shared,
+            overlay: Mutex::new((0, Overlay::new())),
+            edits: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The engine (its rules, counts and reload).
@@ -164,15 +204,94 @@ impl RateLimiterService {
         &self.engine
     }
 
-    /// Reloads the configured rules file, replacing every rule (admin edits
-    /// included). Without a file, does nothing.
+    /// Whether rule edits are shared through Redis.
+    #[must_use]
+    pub fn shares_rules(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Re-reads the configured rules file and lays the shared edits over it (without
+    /// Redis, edits made through the API are replaced by the file's rules). Without a
+    /// file, does nothing.
     ///
     /// # Errors
     /// The file is unreadable or invalid; the old rules stay in force.
     pub fn reload(&self) -> Result<(), RulesError> {
-        match &self.config.rules_path {
-            Some(path) => self.engine.reload_from_file(path),
-            None => Ok(()),
+        let Some(path) = &self.config.rules_path else { return Ok(()) };
+        let rules = RuleSet::from_file(path)?;
+        let composed = shared::compose(&rules, &self.overlay.lock().1);
+        self.engine.replace(composed)?;
+        *self.base.lock() = rules;
+        Ok(())
+    }
+
+    /// Creates or replaces a rule, on every instance when rules are shared. Returns
+    /// whether it was created (on this instance).
+    ///
+    /// # Errors
+    /// The rule would make the set invalid, or Redis refused the edit (nothing
+    /// changed anywhere).
+    pub async fn put_rule(&self, spec: RuleSpec) -> Result<bool, RulesError> {
+        let _edits = self.edits.lock().await;
+        // Validate before anything is shared.
+        self.engine.rules().with_rule(spec.clone())?;
+        if let Some(shared) = &self.shared {
+            shared.put(&RuleView::from(&spec)).await?;
+        }
+        self.engine.upsert(spec)
+    }
+
+    /// Deletes a rule, on every instance when rules are shared. Returns whether this
+    /// instance had it.
+    ///
+    /// # Errors
+    /// Redis refused the edit (nothing changed anywhere).
+    pub async fn delete_rule(&self, name: &str) -> Result<bool, RulesError> {
+        let _edits = self.edits.lock().await;
+        if self.engine.rules().get(name).is_none() {
+            return Ok(false);
+        }
+        if let Some(shared) = &self.shared {
+            shared.delete(name).await?;
+        }
+        self.engine.remove(name)
+    }
+
+    /// Applies the shared edits if they changed since the last call. Returns whether
+    /// the rules were rebuilt. Without Redis, does nothing.
+    ///
+    /// # Errors
+    /// Redis is unreachable; the rules in force stay.
+    pub async fn sync_rules(&self) -> Result<bool, RulesError> {
+        let Some(shared) = &self.shared else { return Ok(false) };
+        let _edits = self.edits.lock().await;
+        let version = shared.version().await?;
+        if version == self.overlay.lock().0 {
+            return Ok(false);
+        }
+        // Edits landing between the two reads bump the version again, so the next
+        // call reads them; never fewer than `version` are applied here.
+        let overlay = shared.overlay().await?;
+        let composed = shared::compose(&self.base.lock(), &overlay);
+        self.engine.replace(composed)?;
+        *self.overlay.lock() = (version, overlay);
+        Ok(true)
+    }
+
+    /// Polls for shared rule edits every [`shared::POLL_INTERVAL`] until `shutdown`.
+    pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        if self.shared.is_none() {
+            return;
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(shared::POLL_INTERVAL) => {}
+            }
+            if let Err(error) = self.sync_rules().await {
+                tracing::warn!(%error, "syncing shared rate-limit rules failed; retrying");
+            }
         }
     }
 }
