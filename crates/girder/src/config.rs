@@ -92,6 +92,11 @@ pub struct ServeSettings {
     /// TOML file; SIGHUP reloads it [default: none, rules are added through the API].
     #[arg(long, env = "GIRDER_RATELIMITER_RULES")]
     pub ratelimiter_rules: Option<PathBuf>,
+    /// The prefix of the Distributed Rate Limiter service's Redis keys (its budgets
+    /// and its shared rule edits); instances with the same prefix share both
+    /// [default: girder:rl:svc:].
+    #[arg(long, env = "GIRDER_RATELIMITER_KEY_PREFIX")]
+    pub ratelimiter_key_prefix: Option<String>,
     /// Where `girder lab` results are read from for the dashboard [default: ./girder-lab].
     #[arg(long, env = "GIRDER_LAB_DIR")]
     pub lab_dir: Option<PathBuf>,
@@ -121,6 +126,7 @@ impl ServeSettings {
             ratelimit_rules: self.ratelimit_rules.or(other.ratelimit_rules),
             ratelimit_failure: self.ratelimit_failure.or(other.ratelimit_failure),
             ratelimiter_rules: self.ratelimiter_rules.or(other.ratelimiter_rules),
+            ratelimiter_key_prefix: self.ratelimiter_key_prefix.or(other.ratelimiter_key_prefix),
             ticketmaster_hold_ttl_ms: self
                 .ticketmaster_hold_ttl_ms
                 .or(other.ticketmaster_hold_ttl_ms),
@@ -228,10 +234,20 @@ impl ServeSettings {
             "closed" => FailurePolicy::Closed,
             other => bail!("ratelimit_failure must be `open` or `closed`, got {other:?}"),
         };
+        let defaults = RateLimiterConfig::default();
+        let key_prefix = self.ratelimiter_key_prefix.unwrap_or(defaults.key_prefix);
+        if key_prefix.is_empty()
+            || key_prefix.len() > 64
+            || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            bail!(
+                "ratelimiter_key_prefix must be 1 to 64 bytes without spaces, got {key_prefix:?}"
+            );
+        }
         let ratelimiter = RateLimiterConfig {
             rules_path: self.ratelimiter_rules,
             redis_url: self.redis_url.clone(),
-            ..RateLimiterConfig::default()
+            key_prefix,
         };
         let public_url = self.public_url.unwrap_or_else(|| format!("http://{bind}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
@@ -359,6 +375,8 @@ mod tests {
         check("gopuff_strategy = \"pray\"", "gopuff_strategy must be");
         check("ticketmaster_hold_ttl_ms = 5", "ticketmaster_hold_ttl_ms must be");
         check("ratelimit_failure = \"maybe\"", "ratelimit_failure must be");
+        check("ratelimiter_key_prefix = \"\"", "ratelimiter_key_prefix must be");
+        check("ratelimiter_key_prefix = \"a b\"", "ratelimiter_key_prefix must be");
         check("gopuff_availability_ttl_ms = 0", "gopuff_availability_ttl_ms must be");
         check("public_url = \"ftp://x\"", "public_url must start");
         check("no_such_setting = 1", "unknown field");

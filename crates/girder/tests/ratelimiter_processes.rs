@@ -79,6 +79,8 @@ async fn four_instances_sharing_redis_stay_within_every_algorithms_bound() {
     }
     std::fs::write(&rules_path, toml).expect("rules file");
     let rules_arg = rules_path.display().to_string();
+    // Shared rule edits live under the prefix too: a run sees only its own.
+    let prefix = format!("girder:test:rl:svc:{run}:");
     let data: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
     let servers: Vec<Server> = data
         .iter()
@@ -86,7 +88,14 @@ async fn four_instances_sharing_redis_stay_within_every_algorithms_bound() {
             Server::start(
                 d.path(),
                 db.url(),
-                &["--redis-url", &redis, "--ratelimiter-rules", &rules_arg],
+                &[
+                    "--redis-url",
+                    &redis,
+                    "--ratelimiter-rules",
+                    &rules_arg,
+                    "--ratelimiter-key-prefix",
+                    &prefix,
+                ],
             )
         })
         .collect();
