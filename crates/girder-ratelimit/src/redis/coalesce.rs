@@ -78,6 +78,16 @@ struct Shared {
     checks: AtomicU64,
 }
 
+impl Shared {
+    /// Counts `n` checks as taken off the channel (never below zero: a replaced
+    /// channel resets the count while senders to the old one may still back out).
+    fn unqueue(&self, n: u64) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| Some(q.saturating_sub(n)));
+    }
+}
+
 /// What a script call needs: the connection, the rule and its script.
 #[derive(Clone)]
 pub(crate) struct Target {
@@ -216,7 +226,7 @@ impl Coalescer {
                     }));
                 }
                 Err(mpsc::error::SendError(back)) => {
-                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.shared.unqueue(1);
                     pending = back;
                 }
             }
@@ -230,6 +240,8 @@ impl Coalescer {
             return Some(sender.clone());
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
+        // Checks left in a closed channel were answered with an error when it closed.
+        self.shared.queued.store(0, Ordering::Release);
         let (sender, receiver) = mpsc::unbounded_channel();
         let shared = Arc::clone(&self.shared);
         runtime.spawn(dispatch(receiver, target(), self.settings.max_batch.get(), shared));
@@ -253,7 +265,7 @@ async fn dispatch(
         if taken == 0 {
             return;
         }
-        shared.queued.fetch_sub(taken as u64, Ordering::AcqRel);
+        shared.unqueue(taken as u64);
         shared.calls.fetch_add(1, Ordering::Relaxed);
         shared.checks.fetch_add(taken as u64, Ordering::Relaxed);
         let target = target.clone();
