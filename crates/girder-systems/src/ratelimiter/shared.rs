@@ -143,3 +143,55 @@ pub(crate) fn spec_from_view(view: RuleView) -> RuleSpec {
         .with_burst(view.burst);
     RuleSpec::new(view.name, limit, view.key)
 }
+
+#[cfg(test)]
+mod tests {
+    use girder_ratelimit::Kind;
+
+    use super::*;
+
+    fn base() -> RuleSet {
+        RuleSet::from_toml_str(
+            "[[rule]]\nname = \"a\"\nalgorithm = \"fixed_window\"\nlimit = 5\nperiod_ms = 1000\n\n\
+             [[rule]]\nname = \"b\"\nalgorithm = \"gcra\"\nlimit = 5\nperiod_ms = 1000\n",
+        )
+        .expect("valid rules")
+    }
+
+    fn numbers(rules: &RuleSet, name: &str) -> Option<(Kind, u64, u64)> {
+        rules.get(name).map(|r| (r.limit.kind, r.limit.limit, r.limit.burst))
+    }
+
+    #[test]
+    fn edits_replace_add_and_delete_and_bad_ones_are_skipped() {
+        let edit = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+        let overlay = vec![
+            // Replaces `a`; the name comes from the hash field, not the JSON.
+            edit(
+                "a",
+                r#"{"name":"x","algorithm":"token_bucket","limit":9,"period_ms":1000,"burst":4,"key":["user"],"overrides":0}"#,
+            ),
+            edit("b", "null"),
+            edit(
+                "c",
+                r#"{"name":"c","algorithm":"sliding_log","limit":2,"period_ms":1000,"burst":2,"key":[],"overrides":0}"#,
+            ),
+            edit("garbled", "{not json"),
+            // Invalid numbers: skipped, the rest stands.
+            edit(
+                "zero",
+                r#"{"name":"zero","algorithm":"gcra","limit":0,"period_ms":1000,"burst":1,"key":[],"overrides":0}"#,
+            ),
+            edit("never-existed", "null"),
+        ];
+        let rules = compose(&base(), &overlay);
+        assert_eq!(numbers(&rules, "a"), Some((Kind::TokenBucket, 9, 4)));
+        assert_eq!(rules.get("a").map(|r| r.key.clone()), Some(vec![super::super::KeyPart::User]));
+        assert_eq!(numbers(&rules, "b"), None);
+        assert_eq!(numbers(&rules, "c"), Some((Kind::SlidingLog, 2, 2)));
+        assert_eq!(numbers(&rules, "x"), None);
+        assert_eq!(numbers(&rules, "garbled"), None);
+        assert_eq!(numbers(&rules, "zero"), None);
+        assert_eq!(compose(&base(), &Vec::new()), base(), "no edits, the file's rules");
+    }
+}
