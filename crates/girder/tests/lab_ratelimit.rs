@@ -97,11 +97,20 @@ async fn ratelimit_quick_run_keeps_every_bound_and_shows_the_edge_burst() {
         assert_eq!(cell(exact, 3).parse::<u64>().expect("admitted"), limit, "{exact:?}");
         let redis_cost = rows.iter().filter(|r| cell(r, 2) == "redis check").count();
         assert_eq!(redis_cost, 5);
+        let coalescing: Vec<&Value> =
+            rows.iter().filter(|r| cell(r, 0) == "5 coalescing").collect();
+        assert_eq!(coalescing.len(), 2, "{rows:?}");
+        let per_call = |row: &Value| -> f64 {
+            cell(row, 4).split(' ').next().expect("per call").parse().expect("a number")
+        };
+        // 64 callers and at most 2 calls in flight: checks must share calls.
+        assert!(per_call(coalescing[1]) > 1.0, "{:?}", coalescing[1]);
     } else {
         assert!(batched.is_empty());
         assert!(rows.iter().any(|r| cell(r, 0) == "3 batching" && cell(r, 4) == "needs --redis"));
     }
     let memory_cost = rows.iter().filter(|r| cell(r, 2) == "in-process check").count();
     assert_eq!(memory_cost, 5);
-    assert_eq!(results["findings"].as_array().map(Vec::len), Some(4));
+    let findings = if with_redis { 5 } else { 4 };
+    assert_eq!(results["findings"].as_array().map(Vec::len), Some(findings));
 }

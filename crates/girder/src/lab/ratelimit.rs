@@ -12,6 +12,9 @@
 //!    overshoot bound; the exact `RedisLimiter` for comparison.
 //! 4. **cost**: sequential decisions per second and p50/p99 of the in-process check
 //!    vs the Redis check.
+//! 5. **coalescing** (`--redis`): GCRA checks from 64 concurrent callers, one script
+//!    call each vs coalesced into shared calls — decisions per second and checks per
+//!    call.
 //!
 //! Parts 1 and 2 (and the batched part of 3) run on simulated time: deterministic,
 //! and instant however long the simulated span.
@@ -23,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use girder_core::{Clock, ManualClock, SystemClock};
 use girder_ratelimit::{
-    BatchedConfig, BatchedLimiter, Kind, MemoryConfig, MemoryLimiter, RateLimiter, RedisConfig,
-    RedisLimiter, Rule,
+    BatchedConfig, BatchedLimiter, Coalescing, Kind, MemoryConfig, MemoryLimiter, RateLimiter,
+    RedisConfig, RedisLimiter, Rule,
 };
 use redis::aio::ConnectionManager;
 use serde_json::json;
@@ -294,6 +297,37 @@ async fn measure_cost<L: RateLimiter>(
     Ok((rate, percentile_us(&mut samples, 0.5), percentile_us(&mut samples, 0.99)))
 }
 
+/// Callers in part 5.
+const COALESCING_CALLERS: usize = 64;
+
+/// `count` checks of `limiter` from [`COALESCING_CALLERS`] concurrent callers, each
+/// sending its next check when its last is answered: decisions per second.
+async fn measure_concurrent(
+    limiter: Arc<RedisLimiter>,
+    keys: Arc<Vec<String>>,
+    count: usize,
+) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..COALESCING_CALLERS {
+        let (limiter, keys, next) = (Arc::clone(&limiter), Arc::clone(&keys), Arc::clone(&next));
+        callers.spawn(async move {
+            loop {
+                let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
+                if i >= count {
+                    return Ok::<_, girder_ratelimit::LimitError>(());
+                }
+                limiter.check(&keys[i % keys.len()], 1).await?;
+            }
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done.context("a caller panicked")??;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
 fn format_rate(per_s: f64) -> String {
     if per_s >= 1e6 {
         format!("{:.2} M/s", per_s / 1e6)
@@ -494,6 +528,47 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         keys.len(),
         memory_summary.join(", ")
     ));
+
+    // Part 5: concurrent Redis checks, one script call each vs coalesced.
+    if let Some(conn) = conns.first() {
+        ctx.phase("coalescing", 2);
+        let checks = redis_checks * 5;
+        let keys = Arc::new(keys.clone());
+        let mut rates = Vec::new();
+        for coalesce in [false, true] {
+            let config = RedisConfig { key_prefix: format!("{prefix}coalesce:{coalesce}:") };
+            let limiter = RedisLimiter::new(conn.clone(), &rule(Kind::Gcra), config)?;
+            let limiter = Arc::new(if coalesce {
+                limiter.coalescing(Coalescing::default())
+            } else {
+                limiter
+            });
+            let rate = measure_concurrent(Arc::clone(&limiter), Arc::clone(&keys), checks).await?;
+            ctx.progress.inc(1);
+            let per_call =
+                limiter.coalescing_stats().map_or(1.0, |s| s.checks as f64 / s.calls.max(1) as f64);
+            let label = if coalesce { "coalesced" } else { "one call per check" };
+            rows.push(row(
+                "5 coalescing",
+                name(Kind::Gcra),
+                label,
+                format_rate(rate),
+                format!(
+                    "{per_call:.1} checks per script call ({checks} checks, {COALESCING_CALLERS} callers)"
+                ),
+            ));
+            rates.push((rate, per_call));
+        }
+        findings.push(format!(
+            "Coalescing ({COALESCING_CALLERS} concurrent callers, GCRA on Redis): one script \
+             call per check {}; coalesced {} ({:.1} checks per call), {:.2}× the decisions \
+             per second.",
+            format_rate(rates[0].0),
+            format_rate(rates[1].0),
+            rates[1].1,
+            rates[1].0 / rates[0].0,
+        ));
+    }
 
     Ok(Report {
         experiment: "ratelimit".into(),
