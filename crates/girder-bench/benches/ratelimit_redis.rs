@@ -128,6 +128,7 @@ fn main() {
         let settings = Coalescing {
             max_batch: NonZeroUsize::new(max_batch).expect("non-zero"),
             max_in_flight: NonZeroUsize::new(max_in_flight).expect("non-zero"),
+            ..Coalescing::default()
         };
         Arc::new(
             RedisLimiter::new(conn.clone(), &rule, RedisConfig { key_prefix: prefix.clone() })

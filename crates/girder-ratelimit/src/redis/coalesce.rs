@@ -35,6 +35,11 @@ pub struct Coalescing {
     pub max_batch: NonZeroUsize,
     /// The most script calls outstanding at once.
     pub max_in_flight: NonZeroUsize,
+    /// The most checks waiting for a call. Beyond it (Redis stalled, or far slower
+    /// than the traffic) a check fails at once with [`LimitError::Unavailable`], so
+    /// the caller's fail-open or fail-closed policy applies instead of a queue that
+    /// grows without bound.
+    pub max_queued: NonZeroUsize,
 }
 
 impl Coalescing {
@@ -45,7 +50,8 @@ impl Coalescing {
 }
 
 impl Default for Coalescing {
-    /// 128 checks per call, 2 calls in flight: one call being decided while the
+    /// 128 checks per call, 2 calls in flight, 4,096 checks waiting at most: one
+    /// call being decided while the
     /// next one fills. Measured (`benches/ratelimit_redis.rs`, 64 callers): 4 in
     /// flight made batches half as big and decided 10% fewer checks per second; a
     /// bigger cap changed nothing, batches averaging about 21.
@@ -53,6 +59,7 @@ impl Default for Coalescing {
         Self {
             max_batch: NonZeroUsize::new(128).expect("non-zero"),
             max_in_flight: NonZeroUsize::new(2).expect("non-zero"),
+            max_queued: NonZeroUsize::new(4_096).expect("non-zero"),
         }
     }
 }
@@ -216,7 +223,13 @@ impl Coalescer {
         // which is replaced once.
         for _ in 0..2 {
             let sender = self.sender(&target)?;
-            self.shared.queued.fetch_add(1, Ordering::AcqRel);
+            let ahead = self.shared.queued.fetch_add(1, Ordering::AcqRel);
+            if ahead >= self.settings.max_queued.get() as u64 {
+                self.shared.unqueue(1);
+                return Some(Err(LimitError::Unavailable(format!(
+                    "{ahead} rate-limit checks already wait for Redis"
+                ))));
+            }
             match sender.send(pending) {
                 Ok(()) => {
                     return Some(answer.await.unwrap_or_else(|_| {
@@ -266,8 +279,14 @@ async fn dispatch(
             return;
         }
         shared.unqueue(taken as u64);
+        // A caller that stopped waiting (its request timed out or was dropped) is not
+        // charged: its check is not sent.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         shared.calls.fetch_add(1, Ordering::Relaxed);
-        shared.checks.fetch_add(taken as u64, Ordering::Relaxed);
+        shared.checks.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let target = target.clone();
         tokio::spawn(async move {
             let checks: Vec<(String, u64)> =

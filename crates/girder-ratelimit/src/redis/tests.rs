@@ -352,14 +352,13 @@ async fn batched_rejects_bad_input_and_routes_overflow_keys_to_redis() {
     assert_eq!((d.allowed, d.retry_after_ms), (false, 1_000));
 }
 
-/// A Redis that dies under a live limiter: the check fails with `Unavailable` (for the
-/// caller's fail-open/closed policy), not a decision. Uses a private `redis-server`
-/// child on a free port, so the shared server is untouched.
-#[tokio::test]
-async fn a_dead_server_is_unavailable() {
-    if connect("a_dead_server_is_unavailable").await.is_none() {
-        return;
-    }
+/// A private `redis-server` child on a free port (so the shared server is untouched)
+/// and a connection to it with bounded reconnects and `response_timeout`, as a server
+/// configures them. `None` (after a SKIPPED line) without a `redis-server` binary.
+async fn private_server(
+    test: &str,
+    response_timeout: std::time::Duration,
+) -> Option<(std::process::Child, ConnectionManager)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let spawned = std::process::Command::new("redis-server")
         .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
@@ -367,29 +366,39 @@ async fn a_dead_server_is_unavailable() {
         .spawn();
     let Ok(mut child) = spawned else {
         assert!(!girder_core::services::in_ci(), "CI=true and no redis-server binary");
-        eprintln!("SKIPPED a_dead_server_is_unavailable: no redis-server binary");
-        return;
+        eprintln!("SKIPPED {test}: no redis-server binary");
+        return None;
     };
     let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-    let mut conn = None;
     for _ in 0..100 {
-        // Bounded reconnects, as a server configures them: without, a check after
-        // the server died waits on reconnection attempts for minutes.
+        // Without bounded reconnects, a check after the server died waits on
+        // reconnection attempts for minutes.
         let config = ::redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(std::time::Duration::from_millis(500))
-            .set_response_timeout(std::time::Duration::from_millis(500))
+            .set_response_timeout(response_timeout)
             .set_number_of_retries(1)
             .set_max_delay(50);
-        if let Ok(c) = ConnectionManager::new_with_config(client.clone(), config).await {
-            conn = Some(c);
-            break;
+        if let Ok(conn) = ConnectionManager::new_with_config(client.clone(), config).await {
+            return Some((child, conn));
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let Some(conn) = conn else {
-        child.kill().unwrap();
-        child.wait().unwrap();
-        panic!("private redis-server did not start on port {port}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    panic!("private redis-server did not start on port {port}");
+}
+
+/// A Redis that dies under a live limiter: the check fails with `Unavailable` (for the
+/// caller's fail-open/closed policy), not a decision.
+#[tokio::test]
+async fn a_dead_server_is_unavailable() {
+    if connect("a_dead_server_is_unavailable").await.is_none() {
+        return;
+    }
+    let timeout = std::time::Duration::from_millis(500);
+    let Some((mut child, conn)) = private_server("a_dead_server_is_unavailable", timeout).await
+    else {
+        return;
     };
     let rule = Rule::new(Kind::TokenBucket, 10, 1_000);
     let l = RedisLimiter::new(conn, &rule, RedisConfig::default()).unwrap();
@@ -402,6 +411,76 @@ async fn a_dead_server_is_unavailable() {
         let err = l.check("k", 1).await.unwrap_err();
         assert!(matches!(err, LimitError::Unavailable(_)), "{err:?}");
     }
+}
+
+/// A Redis that stops answering (SIGSTOP): one check holds the only call slot until
+/// its response timeout, `max_queued` checks wait, and every further check fails at
+/// once with `Unavailable` instead of growing the queue. Nothing hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_bounds_the_queue() {
+    if connect("a_stalled_server_bounds_the_queue").await.is_none() {
+        return;
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let Some((mut child, conn)) =
+        private_server("a_stalled_server_bounds_the_queue", timeout).await
+    else {
+        return;
+    };
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    let rule = Rule::new(Kind::Gcra, 1_000, 1_000).with_burst(1_000);
+    let one = std::num::NonZeroUsize::MIN;
+    let settings = Coalescing {
+        max_batch: std::num::NonZeroUsize::new(4).unwrap(),
+        max_in_flight: one,
+        max_queued: std::num::NonZeroUsize::new(8).unwrap(),
+    };
+    let l = Arc::new(
+        RedisLimiter::new(conn, &rule, RedisConfig::default()).unwrap().coalescing(settings),
+    );
+    assert!(l.check("k", 1).await.unwrap().allowed);
+    signal("-STOP");
+    let first = tokio::spawn({
+        let l = Arc::clone(&l);
+        async move { l.check("k", 1).await }
+    });
+    // The first check has taken the slot (it is waiting on the stopped server).
+    let started = std::time::Instant::now();
+    while l.coalescing_stats().unwrap().calls < 2 {
+        assert!(started.elapsed() < timeout, "the first check never went out");
+        tokio::task::yield_now().await;
+    }
+    let checks: Vec<_> = (0..40)
+        .map(|_| {
+            let l = Arc::clone(&l);
+            tokio::spawn(async move { l.check("k", 1).await })
+        })
+        .collect();
+    let mut refused_at_once = 0;
+    let mut results = Vec::new();
+    for check in checks {
+        let result = tokio::time::timeout(timeout * 10, check).await.expect("no check hangs");
+        results.push(result.unwrap());
+    }
+    for result in &results {
+        match result {
+            Err(LimitError::Unavailable(m)) if m.contains("already wait") => refused_at_once += 1,
+            Err(LimitError::Unavailable(_)) => {}
+            other => panic!("a stopped server decided: {other:?}"),
+        }
+    }
+    let first = tokio::time::timeout(timeout * 10, first).await.expect("no hang").unwrap();
+    assert!(matches!(first, Err(LimitError::Unavailable(_))), "{first:?}");
+    signal("-CONT");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(refused_at_once, 40 - 8, "8 wait, the rest are refused");
 }
 
 /// With the server's own clock (no override): after a denial, waiting `retry_after_ms`
