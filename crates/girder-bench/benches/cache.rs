@@ -39,28 +39,13 @@ macro_rules! poll_once {
     }};
 }
 
-/// The access order: `ACCESSES` keys in `0..KEYS` from splitmix64 with a fixed seed, so
-/// consecutive lookups touch unrelated memory, the same for every contender.
-fn access_order() -> Vec<u64> {
-    let mut state: u64 = 0x00C0_FFEE_CAC4_E001;
-    (0..ACCESSES)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % KEYS
-        })
-        .collect()
-}
-
 /// Benchmarks one value type: `make(key)` builds the value stored under `key`, and
 /// `touch` reads what a caller would (so every contender pays for the same value).
 fn l1_hit<V>(c: &mut Criterion, group_name: &str, make: fn(u64) -> V, touch: fn(&V) -> u64)
 where
     V: girder_cache::CacheValue + PartialEq + std::fmt::Debug,
 {
-    let order = access_order();
+    let order = girder_bench::scattered_keys(ACCESSES, KEYS);
     let loader = loader_fn(move |key: u64| async move { Ok::<_, std::io::Error>(Some(make(key))) });
     let config = CacheConfig {
         name: "bench".into(),

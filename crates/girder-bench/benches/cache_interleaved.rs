@@ -26,21 +26,6 @@ const CAPACITY: u64 = 2 * KEYS;
 /// Lookups per batch: a few milliseconds, long enough to dwarf timer overhead.
 const BATCH: usize = 100_000;
 
-/// `n` keys in `0..KEYS` from splitmix64 with a fixed seed, so consecutive lookups
-/// touch unrelated memory, the same for both contenders.
-fn access_order(n: usize) -> Vec<u64> {
-    let mut state: u64 = 0x00C0_FFEE_CAC4_E001;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % KEYS
-        })
-        .collect()
-}
-
 /// Nanoseconds per lookup of `lookup` over `keys`.
 fn time_batch(keys: &[u64], mut lookup: impl FnMut(u64) -> u64) -> f64 {
     let started = Instant::now();
@@ -78,7 +63,7 @@ where
         quick.insert(key, make(key));
         sized.insert(key, (Some(make(key)), u64::MAX));
     }
-    let order = access_order(BATCH * 8);
+    let order = girder_bench::scattered_keys(BATCH * 8, KEYS);
     for &key in &order {
         assert_eq!(girder.peek(&key), Some(Some(make(key))), "girder lost key {key}");
         assert_eq!(quick.get(&key), Some(make(key)), "quick_cache lost key {key}");

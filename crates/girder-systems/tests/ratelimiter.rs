@@ -996,6 +996,23 @@ fn unique_prefix() -> String {
     format!("girder:test:rl:{:016x}:", rand::random::<u64>())
 }
 
+/// A rules file holding `toml` in `dir`, and a service configuration that starts from
+/// it on Redis at `url` under a fresh key prefix.
+fn redis_service_config(
+    dir: &tempfile::TempDir,
+    url: &str,
+    toml: &str,
+) -> (std::path::PathBuf, RateLimiterConfig) {
+    let path = dir.path().join("rules.toml");
+    write(&path, toml);
+    let config = RateLimiterConfig {
+        rules_path: Some(path.clone()),
+        redis_url: Some(url.to_owned()),
+        key_prefix: unique_prefix(),
+    };
+    (path, config)
+}
+
 #[tokio::test]
 async fn two_service_instances_sharing_redis_share_one_budget() {
     let Some(url) = require(Service::Redis, "two_service_instances_sharing_redis_share_one_budget")
@@ -1003,17 +1020,12 @@ async fn two_service_instances_sharing_redis_share_one_budget() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("rules.toml");
     // A ten-minute window: real Redis time cannot refill it during the test.
-    write(
-        &path,
+    let (path, config) = redis_service_config(
+        &dir,
+        &url,
         "[[rule]]\nname = \"shared\"\nalgorithm = \"token_bucket\"\nlimit = 10\nperiod_ms = 600000\n",
     );
-    let config = RateLimiterConfig {
-        rules_path: Some(path.clone()),
-        redis_url: Some(url.clone()),
-        key_prefix: unique_prefix(),
-    };
     let clock: Arc<dyn Clock> = Arc::new(clock());
     let a =
         RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("a").api_router();
@@ -1068,6 +1080,12 @@ fn the_openapi_document_lists_every_endpoint() {
     );
 }
 
+/// A TCP proxy to the Redis at `url` (see [`proxy`]).
+async fn proxy_to_redis(url: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let parsed = url::Url::parse(url).expect("redis url");
+    proxy(format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(6379))).await
+}
+
 /// A TCP proxy to `target` (`host:port`); aborting the returned task closes the
 /// listener and every proxied connection, as if the server died.
 async fn proxy(target: String) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
@@ -1093,9 +1111,7 @@ async fn a_redis_that_goes_away_fails_open_or_closed() {
     let Some(url) = require(Service::Redis, "a_redis_that_goes_away_fails_open_or_closed") else {
         return;
     };
-    let parsed = url::Url::parse(&url).expect("redis url");
-    let target = format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(6379));
-    let (addr, proxy_task) = proxy(target).await;
+    let (addr, proxy_task) = proxy_to_redis(&url).await;
     let proxy_url = format!("redis://{addr}/");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rules.toml");
@@ -1147,16 +1163,11 @@ async fn rule_edits_reach_every_instance_sharing_redis() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("rules.toml");
-    write(
-        &path,
+    let (path, config) = redis_service_config(
+        &dir,
+        &url,
         "[[rule]]\nname = \"from-file\"\nalgorithm = \"fixed_window\"\nlimit = 5\nperiod_ms = 1000\n",
     );
-    let config = RateLimiterConfig {
-        rules_path: Some(path.clone()),
-        redis_url: Some(url.clone()),
-        key_prefix: unique_prefix(),
-    };
     let clock: Arc<dyn Clock> = Arc::new(clock());
     let a = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("a");
     let b = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("b");
@@ -1209,9 +1220,7 @@ async fn rule_edits_reach_every_instance_sharing_redis() {
 
     // Redis gone: the edit is refused with a 503 and applied nowhere.
     a.sync_rules().await.expect("sync");
-    let parsed = url::Url::parse(&url).expect("redis url");
-    let target = format!("{}:{}", parsed.host_str().expect("host"), parsed.port().unwrap_or(6379));
-    let (addr, proxy_task) = proxy(target).await;
+    let (addr, proxy_task) = proxy_to_redis(&url).await;
     let via_proxy = RateLimiterConfig { redis_url: Some(format!("redis://{addr}/")), ..config };
     let d = RateLimiterService::open(via_proxy, clock).await.expect("d");
     assert_eq!(limit_of(&d, "shared"), Some((Kind::TokenBucket, 9, 9)));

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::{MemoryConfig, MemoryLimiter};
+use crate::{AnyAlgorithm, MemoryConfig, MemoryLimiter};
 
 async fn connect(test: &str) -> Option<ConnectionManager> {
     let url = require(Service::Redis, test)?;
@@ -33,15 +33,25 @@ fn rules() -> Vec<Rule> {
     ]
 }
 
+/// A Redis limiter under a fresh prefix, the in-process limiter with the same rule
+/// (time given per check), and the largest cost the rule accepts.
+fn twins(
+    conn: &ConnectionManager,
+    rule: &Rule,
+) -> (RedisLimiter, MemoryLimiter<AnyAlgorithm>, u64) {
+    let redis =
+        RedisLimiter::new(conn.clone(), rule, RedisConfig { key_prefix: prefix() }).unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let memory = MemoryLimiter::from_rule(rule, MemoryConfig::default(), clock).unwrap();
+    let max_cost = if rule.kind.has_burst() { rule.burst } else { rule.limit };
+    (redis, memory, max_cost)
+}
+
 #[tokio::test]
 async fn same_decisions_as_the_memory_limiter_through_a_script_flush() {
     let Some(conn) = connect("same_decisions_as_the_memory_limiter").await else { return };
     for rule in rules() {
-        let redis =
-            RedisLimiter::new(conn.clone(), &rule, RedisConfig { key_prefix: prefix() }).unwrap();
-        let clock = Arc::new(ManualClock::new(0));
-        let memory = MemoryLimiter::from_rule(&rule, MemoryConfig::default(), clock).unwrap();
-        let max_cost = if rule.kind.has_burst() { rule.burst } else { rule.limit };
+        let (redis, memory, max_cost) = twins(&conn, &rule);
         let mut rng = StdRng::seed_from_u64(7);
         let mut now = 1_700_000_000_000_u64;
         for step in 0..400 {
@@ -73,11 +83,7 @@ async fn a_batch_decides_as_its_checks_would_one_by_one() {
         return;
     };
     for rule in rules() {
-        let redis =
-            RedisLimiter::new(conn.clone(), &rule, RedisConfig { key_prefix: prefix() }).unwrap();
-        let clock = Arc::new(ManualClock::new(0));
-        let memory = MemoryLimiter::from_rule(&rule, MemoryConfig::default(), clock).unwrap();
-        let max_cost = if rule.kind.has_burst() { rule.burst } else { rule.limit };
+        let (redis, memory, max_cost) = twins(&conn, &rule);
         let mut rng = StdRng::seed_from_u64(11);
         let mut now = 1_700_000_000_000_u64;
         for step in 0..60 {

@@ -118,6 +118,15 @@ impl BackendConfig {
         Ok(Self::Redis { conn: Box::new(conn), key_prefix: key_prefix.into() })
     }
 
+    /// The Redis connection, if the limiters live in Redis.
+    #[must_use]
+    pub fn redis_connection(&self) -> Option<ConnectionManager> {
+        match self {
+            Self::Redis { conn, .. } => Some((**conn).clone()),
+            Self::Memory { .. } | Self::Failing(_) => None,
+        }
+    }
+
     /// Redis at `redis_url` if given, else in process.
     ///
     /// # Errors

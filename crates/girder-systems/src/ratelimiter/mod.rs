@@ -160,10 +160,7 @@ impl RateLimiterService {
         };
         let backend =
             BackendConfig::from_url(config.redis_url.as_deref(), &config.key_prefix, clock).await?;
-        let shared = match &config.redis_url {
-            Some(url) => Some(SharedRules::connect(url, &config.key_prefix).await?),
-            None => None,
-        };
+        let shared = backend.redis_connection().map(|c| SharedRules::new(c, &config.key_prefix));
         let engine = Arc::new(Engine::new(rules.clone(), backend, SERVICE_METRIC)?);
         let service = Self::assemble(engine, config, rules, shared);
         service.sync_rules().await?;

@@ -13,16 +13,13 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::api::RuleView;
 use super::rules::{RuleSet, RuleSpec, RulesError};
 
 /// How often instances look for edits made elsewhere.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Connect and command timeout of the rules connection.
-const TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The shared edits: `(rule name, JSON or "null")`.
 pub(crate) type Overlay = Vec<(String, String)>;
@@ -45,24 +42,13 @@ fn backend(e: &redis::RedisError) -> RulesError {
 }
 
 impl SharedRules {
-    /// Connects to Redis at `url`; keys start with `key_prefix`.
-    pub(crate) async fn connect(url: &str, key_prefix: &str) -> Result<Self, RulesError> {
-        let client = redis::Client::open(url).map_err(|e| backend(&e))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT)
-            .set_number_of_retries(2)
-            .set_max_delay(100);
-        let conn =
-            tokio::time::timeout(TIMEOUT * 4, ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| RulesError::Backend(format!("connecting to {url} timed out")))?
-                .map_err(|e| backend(&e))?;
-        Ok(Self {
+    /// Shared edits on `conn` (the limiters' connection), keys under `key_prefix`.
+    pub(crate) fn new(conn: ConnectionManager, key_prefix: &str) -> Self {
+        Self {
             conn,
             hash: format!("{key_prefix}rules"),
             version: format!("{key_prefix}rules:version"),
-        })
+        }
     }
 
     /// Records `rule` as the current version of its name, for every instance.
