@@ -1,6 +1,8 @@
 //! The L1 hit ratio measured by interleaving: girder's `Cache::get_cached` and a bare
 //! `quick_cache::sync::Cache::get` take turns, one batch of lookups each, for many
-//! rounds, and each round yields one ratio (girder's time over quick_cache's).
+//! rounds, and each round yields one ratio (girder's time over quick_cache's). Rounds
+//! come in pairs with the order swapped; a pair's ratio is the geometric mean of its two
+//! rounds', so the cost of going second cancels (see `measure`).
 //!
 //! Why a second measurement beside `benches/cache.rs`: on a shared VM the machine's
 //! speed drifts by ±20% over the seconds between two criterion groups, and a ratio of
@@ -8,8 +10,8 @@
 //! alternating which contender goes first, see the same machine; the median of the
 //! per-round ratios is what this prints.
 //!
-//! A third contender, quick_cache holding girder's entry shape `(Option<V>, expiry)`,
-//! shows how much of the gap is entry size rather than girder's code.
+//! A third contender, quick_cache holding girder's value slot `(expiry, V)`, shows how
+//! much of the gap is slot size rather than girder's code.
 //!
 //! Run: `cargo bench -p girder-bench --bench cache_interleaved` (`-- --rounds N`).
 
@@ -42,7 +44,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[at]
 }
 
-/// Measures one value type and prints a line.
+/// Measures one value type and prints a line; `rounds` is rounded up to whole pairs.
 fn measure<V>(label: &str, rounds: usize, make: fn(u64) -> V, touch: fn(&V) -> u64)
 where
     V: CacheValue + PartialEq + std::fmt::Debug,
@@ -56,12 +58,12 @@ where
     };
     let girder = Cache::new(config, loader).expect("valid config");
     let quick = quick_cache::sync::Cache::<u64, V>::new(CAPACITY as usize);
-    let sized = quick_cache::sync::Cache::<u64, (Option<V>, u64)>::new(CAPACITY as usize);
+    let sized = quick_cache::sync::Cache::<u64, (u64, V)>::new(CAPACITY as usize);
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     for key in 0..KEYS {
         runtime.block_on(girder.put(key, make(key))).expect("put");
         quick.insert(key, make(key));
-        sized.insert(key, (Some(make(key)), u64::MAX));
+        sized.insert(key, (u64::MAX, make(key)));
     }
     let order = girder_bench::scattered_keys(BATCH * 8, KEYS);
     for &key in &order {
@@ -72,8 +74,8 @@ where
     let girder_get = |key: u64| touch(&girder.get_cached(&key).flatten().expect("present"));
     let quick_get = |key: u64| touch(&quick.get(&key).expect("present"));
     let sized_get = |key: u64| {
-        let (value, fresh_until_ms) = sized.get(&key).expect("present");
-        touch(&value.filter(|_| fresh_until_ms > 0).expect("present"))
+        let (fresh_until_ms, value) = sized.get(&key).expect("present");
+        touch(&Some(value).filter(|_| fresh_until_ms > 0).expect("present"))
     };
     // Warm both (page in, train predictors) before anything counts.
     for chunk in order.chunks(BATCH) {
@@ -82,33 +84,48 @@ where
         time_batch(chunk, sized_get);
     }
 
-    let (mut ratios, mut girder_ns, mut quick_ns) = (Vec::new(), Vec::new(), Vec::new());
-    let mut sized_ratios = Vec::new();
-    for round in 0..rounds {
-        let keys = &order[(round % 8) * BATCH..][..BATCH];
-        let (g, q) = if round % 2 == 0 {
-            let g = time_batch(keys, girder_get);
-            (g, time_batch(keys, quick_get))
-        } else {
-            let q = time_batch(keys, quick_get);
-            (time_batch(keys, girder_get), q)
-        };
-        ratios.push(g / q);
-        sized_ratios.push(time_batch(keys, sized_get) / q);
-        girder_ns.push(g);
-        quick_ns.push(q);
+    // Rounds come in pairs over the same keys: girder then quick_cache, then quick_cache
+    // then girder. Whichever goes second runs right after the other over the same keys,
+    // and on this VM that position alone can cost a contender ~20% (for `u64` values).
+    // A pair's ratio is the geometric mean of its two rounds' ratios, in which a
+    // position effect that multiplies either contender's time cancels out.
+    let (mut pairs, mut girder_first, mut quick_first) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut girder_ns, mut quick_ns, mut sized_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..rounds.div_ceil(2) {
+        let keys = &order[(pair % 8) * BATCH..][..BATCH];
+        let g1 = time_batch(keys, girder_get);
+        let q2 = time_batch(keys, quick_get);
+        sized_ratios.push(time_batch(keys, sized_get) / q2);
+        let q1 = time_batch(keys, quick_get);
+        let g2 = time_batch(keys, girder_get);
+        sized_ratios.push(time_batch(keys, sized_get) / q1);
+        girder_first.push(g1 / q2);
+        quick_first.push(g2 / q1);
+        pairs.push((g1 / q2 * (g2 / q1)).sqrt());
+        girder_ns.extend([g1, g2]);
+        quick_ns.extend([q1, q2]);
     }
     assert_eq!(girder.stats().l1_misses, 0, "girder missed during the benchmark");
-    for v in [&mut ratios, &mut girder_ns, &mut quick_ns, &mut sized_ratios] {
+    for v in [
+        &mut pairs,
+        &mut girder_first,
+        &mut quick_first,
+        &mut girder_ns,
+        &mut quick_ns,
+        &mut sized_ratios,
+    ] {
         v.sort_by(f64::total_cmp);
     }
     println!(
-        "| {label} | {rounds} | {:.1} | {:.1} | {:.2}× | {:.2}–{:.2}× | {:.2}× |",
+        "| {label} | {} | {:.1} | {:.1} | {:.2}× | {:.2}–{:.2}× | {:.2}× / {:.2}× | {:.2}× |",
+        pairs.len(),
         quantile(&girder_ns, 0.5),
         quantile(&quick_ns, 0.5),
-        quantile(&ratios, 0.5),
-        quantile(&ratios, 0.25),
-        quantile(&ratios, 0.75),
+        quantile(&pairs, 0.5),
+        quantile(&pairs, 0.25),
+        quantile(&pairs, 0.75),
+        quantile(&girder_first, 0.5),
+        quantile(&quick_first, 0.5),
         quantile(&sized_ratios, 0.5),
     );
 }
@@ -124,9 +141,9 @@ fn main() {
         .unwrap_or(201)
         .max(1);
     println!(
-        "| values | rounds | girder get_cached, ns (median) | bare quick_cache get, ns (median) | ratio, median of rounds | ratio, middle half | quick_cache holding girder's entry, ratio |"
+        "| values | pairs of rounds | girder get_cached, ns (median) | bare quick_cache get, ns (median) | ratio, median of pairs | ratio, middle half of pairs | ratio with girder first / second | quick_cache holding girder's slot, ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     measure("`u64`", rounds, |key| key, |value| *value);
     measure(
         "`Arc<str>`",

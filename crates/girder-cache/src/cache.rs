@@ -21,7 +21,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::clock::Flush;
 use crate::codec::{self, Payload};
 use crate::flight::{self, Flights, LeaderGuard, Outcome, Role};
-use crate::l1::{self, Entry, L1Map, Lookup};
+use crate::l1::{self, Entry, L1, Lookup};
 use crate::l2::{L2Error, L2Store, ListenEvent, NoL2, Notice};
 use crate::stats::{CacheStats, Counters};
 use crate::{BuildError, CacheConfig, CacheKey, GetError, Loader, TickingClock, WriteError};
@@ -79,7 +79,7 @@ where
     S: L2Store,
 {
     config: CacheConfig,
-    l1: L1Map<K, V>,
+    l1: L1<K, V>,
     flights: Arc<Flights<K, V, L::Error>>,
     loader: L,
     l2: S,
@@ -94,6 +94,14 @@ where
     /// `{l2_namespace}:{name}:`, the prefix of every L2 key.
     key_prefix: String,
     channel: String,
+}
+
+/// The time from a clock given to the builder: a virtual call, kept off the hit path's
+/// straight line (caches built without a clock, the common case, read the ticker).
+#[cold]
+#[inline(never)]
+fn given_now_ms(clock: &dyn Clock) -> u64 {
+    clock.now_ms()
 }
 
 /// Assembles a [`Cache`]: configuration and loader, optionally a clock and an L2.
@@ -164,7 +172,11 @@ where
         ticker.register(flusher);
         let prefix = format!("{}:{}:", self.config.l2_namespace, self.config.name);
         let inner = Arc::new(Inner {
-            l1: l1::new_map(self.config.l1_capacity_entries, Arc::clone(&counters)),
+            l1: L1::new(
+                self.config.l1_capacity_entries,
+                self.config.l1_negative_capacity_entries,
+                &counters,
+            ),
             flights: Arc::new(Flights::new()),
             loader: self.loader,
             l2: self.l2,
@@ -267,7 +279,27 @@ where
     #[inline(always)]
     pub fn get_cached(&self, key: &K) -> Option<Option<V>> {
         let inner = &*self.inner;
-        match inner.lookup(key) {
+        // The common case, a fresh value, first and alone: everything else (stale
+        // values, absences, misses) is out of line.
+        match inner.l1.get_value(key) {
+            Some((fresh_until_ms, value)) if inner.now_ms() < fresh_until_ms => {
+                inner.counters.hot.hit(false, false);
+                Some(Some(value))
+            }
+            found => self.get_cached_rest(key, found),
+        }
+    }
+
+    /// [`Cache::get_cached`] for all but a fresh value: `found` is what the values' map
+    /// held (a stale or expired value), `None` if it held nothing.
+    #[inline(never)]
+    fn get_cached_rest(&self, key: &K, found: Option<(u64, V)>) -> Option<Option<V>> {
+        let inner = &*self.inner;
+        let entry = match found {
+            Some((fresh_until_ms, value)) => Some((fresh_until_ms, Some(value))),
+            None => inner.l1.get_absence(key),
+        };
+        match l1::classify(entry, inner.now_ms(), inner.config.stale_ms) {
             Lookup::Fresh(value) => {
                 inner.counters.hot.hit(value.is_none(), false);
                 Some(value)
@@ -493,7 +525,7 @@ where
     fn now_ms(&self) -> u64 {
         match &self.clock {
             None => self.ticker.now_ms(),
-            Some(clock) => clock.now_ms(),
+            Some(clock) => given_now_ms(clock.as_ref()),
         }
     }
 

@@ -42,8 +42,11 @@ pub struct TickingClock {
     _owner: Arc<Owner>,
 }
 
+/// The time as of the last tick. One per process, like the thread that writes it, so a
+/// read is a single load from a fixed address.
+static NOW_MS: AtomicU64 = AtomicU64::new(0);
+
 struct Shared {
-    now_ms: AtomicU64,
     stop: Mutex<bool>,
     wake: Condvar,
     flushers: Mutex<Vec<Weak<dyn Flush>>>,
@@ -71,8 +74,8 @@ impl TickingClock {
         if let Some(owner) = running.upgrade() {
             return Self { shared: Arc::clone(&owner.shared), _owner: owner };
         }
+        NOW_MS.store(SystemClock.now_ms(), Ordering::Relaxed);
         let shared = Arc::new(Shared {
-            now_ms: AtomicU64::new(SystemClock.now_ms()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
             flushers: Mutex::new(Vec::new()),
@@ -104,7 +107,7 @@ impl std::fmt::Debug for TickingClock {
 impl Clock for TickingClock {
     #[inline]
     fn now_ms(&self) -> u64 {
-        self.shared.now_ms.load(Ordering::Relaxed)
+        NOW_MS.load(Ordering::Relaxed)
     }
 
     /// Waits on the precise system clock; the ticking time catches up within a tick.
@@ -128,7 +131,7 @@ fn tick(shared: &Shared) {
     let mut ticks: u64 = 0;
     let mut stop = shared.stop.lock();
     while !*stop {
-        shared.now_ms.store(SystemClock.now_ms(), Ordering::Relaxed);
+        NOW_MS.store(SystemClock.now_ms(), Ordering::Relaxed);
         ticks += 1;
         if ticks % FLUSH_EVERY_TICKS == 0 {
             parking_lot::MutexGuard::unlocked(&mut stop, || flush_all(shared));

@@ -26,9 +26,15 @@ pub struct CacheConfig {
     /// invalidation channel, so instances in different processes with the same name
     /// (and namespace) share L2 entries and invalidations.
     pub name: String,
-    /// Upper bound on the number of entries the in-process L1 holds (positive and
-    /// negative alike). Beyond it, `quick_cache` evicts (counted in `evictions`).
+    /// Upper bound on the number of values the in-process L1 holds. Beyond it,
+    /// `quick_cache` evicts (counted in `evictions`).
     pub l1_capacity_entries: u64,
+    /// Upper bound on the number of cached absences (a loader's `None`) L1 holds,
+    /// apart from the values: lookups of keys that do not exist, however many, never
+    /// evict values. `0` keeps absences out of L1 (they are still cached in L2, and
+    /// concurrent loads of one are still coalesced). L1 holds at most
+    /// `l1_capacity_entries + l1_negative_capacity_entries` entries in all.
+    pub l1_negative_capacity_entries: u64,
     /// How long a loaded value stays fresh in L1, before jitter.
     ///
     /// This is also the staleness bound when cross-instance invalidation is down: an
@@ -71,6 +77,7 @@ impl Default for CacheConfig {
         Self {
             name: "cache".to_owned(),
             l1_capacity_entries: 100_000,
+            l1_negative_capacity_entries: 10_000,
             ttl_ms: 60_000,
             ttl_jitter_fraction: 0.1,
             negative_ttl_ms: 5_000,

@@ -18,7 +18,8 @@
 //!   layer, and every other instance sharing the L2 drops its L1 copy when the
 //!   broadcast reaches it. (Reads already waiting on such a load get its result: they
 //!   were concurrent with the write.)
-//! - Memory is bounded: L1 by `l1_capacity_entries`, in-flight loads by the number of
+//! - Memory is bounded: L1 by `l1_capacity_entries` values plus
+//!   `l1_negative_capacity_entries` absences, in-flight loads by the number of
 //!   callers inside a miss, background refreshes by `refreshes_max`.
 //!
 //! **Trade-off.** Cross-instance invalidation is eventually consistent. Normally another

@@ -45,7 +45,8 @@ pub struct CacheStats {
     pub loader_errors: u64,
     /// Callers that waited on an in-flight load of the same key instead of loading.
     pub loads_coalesced: u64,
-    /// Entries `quick_cache` evicted to stay within `l1_capacity_entries`.
+    /// Entries `quick_cache` evicted to stay within `l1_capacity_entries` (values) or
+    /// `l1_negative_capacity_entries` (absences).
     pub evictions: u64,
     /// L1 hits on a cached `None`.
     pub negative_hits: u64,
@@ -131,7 +132,8 @@ fn bump(counter: &AtomicU64) {
 /// The counters bumped on every L1 hit.
 #[derive(Debug)]
 pub(crate) struct Hot {
-    stripes: Box<[HotStripe; STRIPES]>,
+    /// Inline, so a hit reaches its stripe from the `Counters` pointer alone.
+    stripes: [HotStripe; STRIPES],
     /// What `metrics` has been told so far, per counter (hits, negative, stale).
     flushed: [AtomicU64; 3],
     metrics: [metrics::Counter; 3],
@@ -141,7 +143,7 @@ impl Hot {
     fn new(cache: &str) -> Self {
         let metric = |name: &'static str| metrics::counter!(name, "cache" => cache.to_owned());
         Self {
-            stripes: Box::new(std::array::from_fn(|_| HotStripe::default())),
+            stripes: std::array::from_fn(|_| HotStripe::default()),
             flushed: Default::default(),
             metrics: [
                 metric("girder_cache_l1_hits_total"),

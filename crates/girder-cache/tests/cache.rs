@@ -318,14 +318,37 @@ async fn a_cancelled_leader_hands_the_load_to_a_waiter() {
 #[tokio::test]
 async fn l1_never_holds_more_than_its_capacity() {
     let clock = ManualClock::new(T0);
-    let table = Table::new(&[]);
-    let cache = cache(CacheConfig { l1_capacity_entries: 100, ..config() }, &table, &clock);
-    for key in 0..1_000 {
+    // Keys below 500 exist; the rest are cached absences.
+    let rows: Vec<(u64, String)> = (0..500).map(|key| (key, format!("v{key}"))).collect();
+    let rows: Vec<(u64, &str)> = rows.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let table = Table::new(&rows);
+    let config =
+        CacheConfig { l1_capacity_entries: 100, l1_negative_capacity_entries: 50, ..config() };
+    let cache = cache(config, &table, &clock);
+    for key in (0..1_000).map(|i| (i * 7) % 1_000) {
         get(&cache, key).await;
-        assert!(cache.stats().l1_entries <= 100, "L1 grew past its capacity at key {key}");
+        assert!(cache.stats().l1_entries <= 150, "L1 grew past its capacity at key {key}");
     }
     let stats = cache.stats();
-    assert!(stats.evictions >= 900, "{} evictions for 1000 entries in 100 slots", stats.evictions);
+    assert!(stats.evictions >= 850, "{} evictions for 1000 entries in 150 slots", stats.evictions);
+
+    // A flood of absences does not evict values.
+    let cache = cache_with_values_then_absences(&table, &clock).await;
+    let held = (0..100).filter(|key| cache.peek(key).is_some()).count();
+    assert!(held >= 95, "only {held} of 100 values survived 10,000 absent keys");
+}
+
+async fn cache_with_values_then_absences(table: &Arc<Table>, clock: &ManualClock) -> TestCache {
+    let config =
+        CacheConfig { l1_capacity_entries: 1_000, l1_negative_capacity_entries: 100, ..config() };
+    let cache = cache(config, table, clock);
+    for key in 0..100 {
+        get(&cache, key).await;
+    }
+    for key in 10_000..20_000 {
+        get(&cache, key).await;
+    }
+    cache
 }
 
 #[tokio::test]
