@@ -1,17 +1,20 @@
-//! The L1 hit ratio measured by interleaving: girder's `Cache::get_cached` and a bare
-//! `quick_cache::sync::Cache::get` take turns, one batch of lookups each, for many
-//! rounds, and each round yields one ratio (girder's time over quick_cache's). Rounds
-//! come in pairs with the order swapped; a pair's ratio is the geometric mean of its two
-//! rounds', so the cost of going second cancels (see `measure`).
+//! The L1 hit ratio measured by interleaving: girder's `Cache::get_cached`, a bare
+//! `quick_cache::sync::Cache::get`, and quick_cache holding girder's value slot
+//! `(expiry, V)` (the floor for any expiring cache built on quick_cache) take turns, one
+//! batch of 100,000 lookups at a time, for many rounds. Each round yields one ratio per
+//! contender (its time over bare quick_cache's); the medians are printed.
 //!
-//! Why a second measurement beside `benches/cache.rs`: on a shared VM the machine's
-//! speed drifts by ±20% over the seconds between two criterion groups, and a ratio of
-//! two groups measured apart carries that drift. Batches a few milliseconds long,
-//! alternating which contender goes first, see the same machine; the median of the
-//! per-round ratios is what this prints.
+//! Why not only `benches/cache.rs`: on a shared VM the machine's speed drifts by ±20%
+//! over the seconds between two criterion groups, and a ratio of two groups measured
+//! apart carries that drift. Batches a few milliseconds long, in an order that rotates
+//! every round, see the same machine.
 //!
-//! A third contender, quick_cache holding girder's value slot `(expiry, V)`, shows how
-//! much of the gap is slot size rather than girder's code.
+//! A hit's cost depends on where the cache's memory is, so each round measures twice:
+//! - **steady**: each contender runs one batch untimed, then the same batch timed, as
+//!   in a loop that does nothing but look up (what criterion measures);
+//! - **cold**: each contender's timed batch follows another contender's batch over other
+//!   keys, so its slots have been pushed towards memory, as in a service that does
+//!   other work between lookups.
 //!
 //! Run: `cargo bench -p girder-bench --bench cache_interleaved` (`-- --rounds N`).
 
@@ -27,6 +30,13 @@ const KEYS: u64 = 100_000;
 const CAPACITY: u64 = 2 * KEYS;
 /// Lookups per batch: a few milliseconds, long enough to dwarf timer overhead.
 const BATCH: usize = 100_000;
+/// The contenders, by index.
+const GIRDER: usize = 0;
+const QUICK: usize = 1;
+const SIZED: usize = 2;
+/// The protocols, by index (see the module docs).
+const STEADY: usize = 0;
+const COLD: usize = 1;
 
 /// Nanoseconds per lookup of `lookup` over `keys`.
 fn time_batch(keys: &[u64], mut lookup: impl FnMut(u64) -> u64) -> f64 {
@@ -44,7 +54,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[at]
 }
 
-/// Measures one value type and prints a line; `rounds` is rounded up to whole pairs.
+/// Measures one value type and prints a line per protocol.
 fn measure<V>(label: &str, rounds: usize, make: fn(u64) -> V, touch: fn(&V) -> u64)
 where
     V: CacheValue + PartialEq + std::fmt::Debug,
@@ -60,10 +70,13 @@ where
     let quick = quick_cache::sync::Cache::<u64, V>::new(CAPACITY as usize);
     let sized = quick_cache::sync::Cache::<u64, (u64, V)>::new(CAPACITY as usize);
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    // The contenders hold clones of one value per key: for `Arc<str>`, the same heap
+    // string, so where the allocator put it cannot favour one contender.
     for key in 0..KEYS {
-        runtime.block_on(girder.put(key, make(key))).expect("put");
-        quick.insert(key, make(key));
-        sized.insert(key, (u64::MAX, make(key)));
+        let value = make(key);
+        runtime.block_on(girder.put(key, value.clone())).expect("put");
+        quick.insert(key, value.clone());
+        sized.insert(key, (u64::MAX, value));
     }
     let order = girder_bench::scattered_keys(BATCH * 8, KEYS);
     for &key in &order {
@@ -77,57 +90,59 @@ where
         let (fresh_until_ms, value) = sized.get(&key).expect("present");
         touch(&Some(value).filter(|_| fresh_until_ms > 0).expect("present"))
     };
-    // Warm both (page in, train predictors) before anything counts.
+    // Page everything in and train the predictors before anything counts.
     for chunk in order.chunks(BATCH) {
         time_batch(chunk, girder_get);
         time_batch(chunk, quick_get);
         time_batch(chunk, sized_get);
     }
+    let run = |contender: usize, keys: &[u64]| match contender {
+        GIRDER => time_batch(keys, girder_get),
+        QUICK => time_batch(keys, quick_get),
+        _ => time_batch(keys, sized_get),
+    };
 
-    // Rounds come in pairs over the same keys: girder then quick_cache, then quick_cache
-    // then girder. Whichever goes second runs right after the other over the same keys,
-    // and on this VM that position alone can cost a contender ~20% (for `u64` values).
-    // A pair's ratio is the geometric mean of its two rounds' ratios, in which a
-    // position effect that multiplies either contender's time cancels out.
-    let (mut pairs, mut girder_first, mut quick_first) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut girder_ns, mut quick_ns, mut sized_ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for pair in 0..rounds.div_ceil(2) {
-        let keys = &order[(pair % 8) * BATCH..][..BATCH];
-        let g1 = time_batch(keys, girder_get);
-        let q2 = time_batch(keys, quick_get);
-        sized_ratios.push(time_batch(keys, sized_get) / q2);
-        let q1 = time_batch(keys, quick_get);
-        let g2 = time_batch(keys, girder_get);
-        sized_ratios.push(time_batch(keys, sized_get) / q1);
-        girder_first.push(g1 / q2);
-        quick_first.push(g2 / q1);
-        pairs.push((g1 / q2 * (g2 / q1)).sqrt());
-        girder_ns.extend([g1, g2]);
-        quick_ns.extend([q1, q2]);
+    // Per protocol (steady, cold): bare quick_cache's nanoseconds, and girder's and the
+    // floor's ratios to them, one of each per round.
+    let mut quick_ns = [Vec::new(), Vec::new()];
+    let mut girder_ratio = [Vec::new(), Vec::new()];
+    let mut sized_ratio = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let keys = &order[(round % 8) * BATCH..][..BATCH];
+        let other_keys = &order[((round + 4) % 8) * BATCH..][..BATCH];
+        let mut ns = [[0.0; 3]; 2];
+        for step in 0..3 {
+            let contender = (round + step) % 3;
+            run(contender, keys);
+            ns[STEADY][contender] = run(contender, keys);
+        }
+        for step in 0..3 {
+            let contender = (round + step) % 3;
+            run((contender + 1) % 3, other_keys);
+            ns[COLD][contender] = run(contender, keys);
+        }
+        for protocol in [STEADY, COLD] {
+            let ns = ns[protocol];
+            quick_ns[protocol].push(ns[QUICK]);
+            girder_ratio[protocol].push(ns[GIRDER] / ns[QUICK]);
+            sized_ratio[protocol].push(ns[SIZED] / ns[QUICK]);
+        }
     }
     assert_eq!(girder.stats().l1_misses, 0, "girder missed during the benchmark");
-    for v in [
-        &mut pairs,
-        &mut girder_first,
-        &mut quick_first,
-        &mut girder_ns,
-        &mut quick_ns,
-        &mut sized_ratios,
-    ] {
-        v.sort_by(f64::total_cmp);
+    for (protocol, name) in [(STEADY, "steady"), (COLD, "cold")] {
+        for v in [&mut quick_ns[protocol], &mut girder_ratio[protocol], &mut sized_ratio[protocol]]
+        {
+            v.sort_by(f64::total_cmp);
+        }
+        println!(
+            "| {label} | {name} | {rounds} | {:.1} | {:.2}× | {:.2}–{:.2}× | {:.2}× |",
+            quantile(&quick_ns[protocol], 0.5),
+            quantile(&girder_ratio[protocol], 0.5),
+            quantile(&girder_ratio[protocol], 0.25),
+            quantile(&girder_ratio[protocol], 0.75),
+            quantile(&sized_ratio[protocol], 0.5),
+        );
     }
-    println!(
-        "| {label} | {} | {:.1} | {:.1} | {:.2}× | {:.2}–{:.2}× | {:.2}× / {:.2}× | {:.2}× |",
-        pairs.len(),
-        quantile(&girder_ns, 0.5),
-        quantile(&quick_ns, 0.5),
-        quantile(&pairs, 0.5),
-        quantile(&pairs, 0.25),
-        quantile(&pairs, 0.75),
-        quantile(&girder_first, 0.5),
-        quantile(&quick_first, 0.5),
-        quantile(&sized_ratios, 0.5),
-    );
 }
 
 fn main() {
@@ -141,9 +156,9 @@ fn main() {
         .unwrap_or(201)
         .max(1);
     println!(
-        "| values | pairs of rounds | girder get_cached, ns (median) | bare quick_cache get, ns (median) | ratio, median of pairs | ratio, middle half of pairs | ratio with girder first / second | quick_cache holding girder's slot, ratio |"
+        "| values | protocol | rounds | bare quick_cache get, ns (median) | girder get_cached, ratio (median) | girder, middle half of rounds | quick_cache holding girder's slot, ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     measure("`u64`", rounds, |key| key, |value| *value);
     measure(
         "`Arc<str>`",
