@@ -160,6 +160,13 @@ fn main() {
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
     measure("`u64`", rounds, |key| key, |value| *value);
+    // A thin pointer to a string, 8 bytes like Bit.ly's `Arc<Link>` values.
+    measure(
+        "`Arc<String>`",
+        rounds,
+        |key| Arc::new(format!("https://example.com/{key}")),
+        |value: &Arc<String>| value.len() as u64,
+    );
     measure(
         "`Arc<str>`",
         rounds,
