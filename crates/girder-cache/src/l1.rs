@@ -171,7 +171,11 @@ where
 /// Classifies `entry` (`(fresh_until_ms, value)`) at `now_ms` for a cache serving stale
 /// entries for `stale_ms`.
 #[inline(always)]
-pub(crate) fn classify<V>(entry: Option<(u64, Option<V>)>, now_ms: u64, stale_ms: u64) -> Lookup<V> {
+pub(crate) fn classify<V>(
+    entry: Option<(u64, Option<V>)>,
+    now_ms: u64,
+    stale_ms: u64,
+) -> Lookup<V> {
     match entry {
         Some((fresh_until_ms, value)) if now_ms < fresh_until_ms => Lookup::Fresh(value),
         Some((fresh_until_ms, value)) if now_ms < fresh_until_ms.saturating_add(stale_ms) => {
