@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, Throughput, criterion_main};
-use girder_cache::{Cache, CacheConfig, loader_fn};
 
 /// Distinct keys, all resident in every cache.
 const KEYS: u64 = 100_000;
@@ -46,14 +45,7 @@ where
     V: girder_cache::CacheValue + PartialEq + std::fmt::Debug,
 {
     let order = girder_bench::scattered_keys(ACCESSES, KEYS);
-    let loader = loader_fn(move |key: u64| async move { Ok::<_, std::io::Error>(Some(make(key))) });
-    let config = CacheConfig {
-        name: "bench".into(),
-        l1_capacity_entries: CAPACITY,
-        ttl_ms: 3_600_000,
-        ..CacheConfig::default()
-    };
-    let girder = Cache::new(config, loader).expect("valid config");
+    let girder = girder_bench::l1_bench_cache(CAPACITY, make);
     let quick = quick_cache::sync::Cache::<u64, V>::new(CAPACITY as usize);
     let moka = moka::sync::Cache::<u64, V>::new(CAPACITY);
     // The floor for any cache that keeps an expiry beside each value on quick_cache:

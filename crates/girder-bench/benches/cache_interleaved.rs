@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use girder_cache::{Cache, CacheConfig, CacheValue, loader_fn};
+use girder_cache::CacheValue;
 
 /// Distinct keys, all resident in both caches (as in `benches/cache.rs`).
 const KEYS: u64 = 100_000;
@@ -59,14 +59,7 @@ fn measure<V>(label: &str, rounds: usize, make: fn(u64) -> V, touch: fn(&V) -> u
 where
     V: CacheValue + PartialEq + std::fmt::Debug,
 {
-    let loader = loader_fn(move |key: u64| async move { Ok::<_, std::io::Error>(Some(make(key))) });
-    let config = CacheConfig {
-        name: "bench".into(),
-        l1_capacity_entries: CAPACITY,
-        ttl_ms: 3_600_000,
-        ..CacheConfig::default()
-    };
-    let girder = Cache::new(config, loader).expect("valid config");
+    let girder = girder_bench::l1_bench_cache(CAPACITY, make);
     let quick = quick_cache::sync::Cache::<u64, V>::new(CAPACITY as usize);
     let sized = quick_cache::sync::Cache::<u64, (u64, V)>::new(CAPACITY as usize);
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
@@ -146,15 +139,7 @@ where
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; the only option read here is `--rounds N`.
-    let args: Vec<String> = std::env::args().collect();
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse::<usize>().expect("--rounds takes a positive integer"))
-        .unwrap_or(201)
-        .max(1);
+    let rounds = girder_bench::rounds_arg(201);
     println!(
         "| values | protocol | rounds | bare quick_cache get, ns (median) | girder get_cached, ratio (median) | girder, middle half of rounds | quick_cache holding girder's slot, ratio |"
     );

@@ -82,14 +82,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse::<usize>().expect("--rounds takes a positive integer"))
-        .unwrap_or(5)
-        .max(1);
+    let rounds = girder_bench::rounds_arg(5);
     if !Service::Redis.reachable() {
         eprintln!("SKIPPED ratelimit_redis: Redis unreachable at {}", Service::Redis.url());
         return;

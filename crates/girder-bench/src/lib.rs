@@ -15,3 +15,40 @@ pub fn scattered_keys(n: usize, keys: u64) -> Vec<u64> {
         })
         .collect()
 }
+
+/// `--rounds N` from the command line (`cargo bench` passes its own `--bench`, which is
+/// ignored), else `default`; at least 1.
+///
+/// # Panics
+/// If `N` is not a non-negative integer.
+#[must_use]
+pub fn rounds_arg(default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |n| n.parse::<usize>().expect("--rounds takes a positive integer"))
+        .max(1)
+}
+
+/// A girder cache for L1 benchmarks: room for `capacity` values, an hour's TTL (nothing
+/// expires during a run), loading `make(key)` on a miss.
+///
+/// # Panics
+/// Never for a `capacity` of at least 1 (the configuration is otherwise fixed).
+pub fn l1_bench_cache<V: girder_cache::CacheValue>(
+    capacity: u64,
+    make: fn(u64) -> V,
+) -> girder_cache::Cache<u64, V, impl girder_cache::Loader<u64, V>> {
+    let loader =
+        girder_cache::loader_fn(
+            move |key: u64| async move { Ok::<_, std::io::Error>(Some(make(key))) },
+        );
+    let config = girder_cache::CacheConfig {
+        name: "bench".into(),
+        l1_capacity_entries: capacity,
+        ttl_ms: 3_600_000,
+        ..girder_cache::CacheConfig::default()
+    };
+    girder_cache::Cache::new(config, loader).expect("valid config")
+}
