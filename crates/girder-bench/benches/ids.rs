@@ -33,15 +33,9 @@ const BASE62_VALUES: usize = 4096;
 /// `BASE62_VALUES` pseudo-random values in `[lo, hi)` (splitmix64, fixed seed). A case
 /// cycles through them, so it stays at one digit count instead of drifting out of it.
 fn values_in(lo: u64, hi: u64) -> Vec<u64> {
-    let mut state: u64 = 0x0062_5EED_BA5E_0062;
-    (0..BASE62_VALUES)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            lo + (z ^ (z >> 31)) % (hi - lo)
-        })
+    girder_bench::splitmix64(0x0062_5EED_BA5E_0062)
+        .take(BASE62_VALUES)
+        .map(|z| lo + z % (hi - lo))
         .collect()
 }
 
