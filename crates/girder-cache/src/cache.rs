@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::clock::Flush;
+use crate::clock::{self, Flush};
 use crate::codec::{self, Payload};
 use crate::flight::{self, Flights, LeaderGuard, Outcome, Role};
 use crate::l1::{self, Entry, L1, Lookup};
@@ -88,6 +88,9 @@ where
     ticker: TickingClock,
     /// A clock given to the builder, read instead of `ticker`.
     clock: Option<Arc<dyn Clock>>,
+    /// What a fresh-value hit compares its deadline against (see
+    /// [`clock::fast_path_time`]).
+    fast_path_time: &'static AtomicU64,
     counters: Arc<Counters>,
     /// Names this instance in its invalidation messages, so it can skip its own.
     origin: String,
@@ -181,6 +184,7 @@ where
             loader: self.loader,
             l2: self.l2,
             ticker,
+            fast_path_time: clock::fast_path_time(self.clock.is_some()),
             clock: self.clock,
             counters,
             origin: format!("{:016x}", rand::random::<u64>()),
@@ -280,9 +284,12 @@ where
     pub fn get_cached(&self, key: &K) -> Option<Option<V>> {
         let inner = &*self.inner;
         // The common case, a fresh value, first and alone: everything else (stale
-        // values, absences, misses) is out of line.
+        // values, absences, misses, and every lookup of a cache with its own clock) is
+        // out of line.
         match inner.l1.get_value(key) {
-            Some((fresh_until_ms, value)) if inner.now_ms() < fresh_until_ms => {
+            Some((fresh_until_ms, value))
+                if inner.fast_path_time.load(Ordering::Relaxed) < fresh_until_ms =>
+            {
                 inner.counters.hot.hit(false, false);
                 Some(Some(value))
             }

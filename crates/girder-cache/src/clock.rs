@@ -46,6 +46,17 @@ pub struct TickingClock {
 /// read is a single load from a fixed address.
 static NOW_MS: AtomicU64 = AtomicU64::new(0);
 
+/// A time no entry is fresh before: what a cache given its own clock compares against
+/// on the fast path of a hit, so that every lookup of such a cache asks its clock.
+static NEVER_FRESH: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The time the fresh-value fast path of a lookup compares against: the ticker's, or
+/// (for a cache with a clock of its own) [`NEVER_FRESH`]. A plain load from an address
+/// chosen once, with no branch on which clock the cache has.
+pub(crate) fn fast_path_time(own_clock: bool) -> &'static AtomicU64 {
+    if own_clock { &NEVER_FRESH } else { &NOW_MS }
+}
+
 struct Shared {
     stop: Mutex<bool>,
     wake: Condvar,

@@ -45,31 +45,37 @@ pub(crate) enum Lookup<V> {
     Miss,
 }
 
-/// Counts capacity evictions; replacements of a key do not reach it.
-#[derive(Clone)]
-pub(crate) struct EvictionCounter(pub(crate) Arc<Counters>);
+/// Counts the capacity evictions of one insert (replacements of a key do not reach
+/// it); the insert hands the count back to [`L1::insert`].
+///
+/// It holds nothing, so quick_cache's shards carry no pointer of Girder's and are the
+/// size they are with quick_cache's default lifecycle.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CountEvictions;
 
-impl<K, T> Lifecycle<K, T> for EvictionCounter {
-    type RequestState = ();
+impl<K, T> Lifecycle<K, T> for CountEvictions {
+    type RequestState = u64;
 
-    fn begin_request(&self) -> Self::RequestState {}
+    fn begin_request(&self) -> Self::RequestState {
+        0
+    }
 
-    fn on_evict(&self, _state: &mut Self::RequestState, _key: K, _value: T) {
-        self.0.evictions.inc();
+    fn on_evict(&self, evicted: &mut Self::RequestState, _key: K, _value: T) {
+        *evicted += 1;
     }
 }
 
-type Map<K, T> = QuickCache<K, T, UnitWeighter, DefaultHashBuilder, EvictionCounter>;
+type Map<K, T> = QuickCache<K, T, UnitWeighter, DefaultHashBuilder, CountEvictions>;
 
 /// A map holding at most `capacity_entries` entries.
-fn new_map<K: Eq + Hash, T: Clone>(capacity_entries: u64, counters: &Arc<Counters>) -> Map<K, T> {
+fn new_map<K: Eq + Hash, T: Clone>(capacity_entries: u64) -> Map<K, T> {
     let estimated_items = usize::try_from(capacity_entries).unwrap_or(usize::MAX);
     QuickCache::with(
         estimated_items,
         capacity_entries,
         UnitWeighter,
         DefaultHashBuilder::default(),
-        EvictionCounter(Arc::clone(counters)),
+        CountEvictions,
     )
 }
 
@@ -79,6 +85,8 @@ pub(crate) struct L1<K, V> {
     values: Map<K, (u64, V)>,
     /// `fresh_until_ms` of each cached absence; `None` when absences get no room.
     absences: Option<Map<K, u64>>,
+    /// Where evictions are counted.
+    counters: Arc<Counters>,
 }
 
 impl<K, V> L1<K, V>
@@ -90,8 +98,9 @@ where
     /// are not held in L1).
     pub(crate) fn new(value_entries: u64, absence_entries: u64, counters: &Arc<Counters>) -> Self {
         Self {
-            values: new_map(value_entries, counters),
-            absences: (absence_entries > 0).then(|| new_map(absence_entries, counters)),
+            values: new_map(value_entries),
+            absences: (absence_entries > 0).then(|| new_map(absence_entries)),
+            counters: Arc::clone(counters),
         }
     }
 
@@ -130,19 +139,23 @@ where
     /// Stores `entry` for `key`, replacing whatever was there. Callers hold the
     /// cache's flight lock.
     pub(crate) fn insert(&self, key: K, entry: Entry<V>) {
-        match entry.value {
+        let evicted = match entry.value {
             Some(value) => {
                 if let Some(absences) = &self.absences {
                     absences.remove(&key);
                 }
-                self.values.insert(key, (entry.fresh_until_ms, value));
+                self.values.insert_with_lifecycle(key, (entry.fresh_until_ms, value))
             }
             None => {
                 self.values.remove(&key);
-                if let Some(absences) = &self.absences {
-                    absences.insert(key, entry.fresh_until_ms);
+                match &self.absences {
+                    Some(absences) => absences.insert_with_lifecycle(key, entry.fresh_until_ms),
+                    None => 0,
                 }
             }
+        };
+        if evicted > 0 {
+            self.counters.evictions.add(evicted);
         }
     }
 

@@ -80,8 +80,13 @@ impl Counter {
 
     #[inline]
     pub(crate) fn inc(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
-        self.metric.increment(1);
+        self.add(1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.metric.increment(n);
     }
 
     fn get(&self) -> u64 {

@@ -141,6 +141,20 @@ async fn entries_expire_exactly_at_their_ttl() {
 }
 
 #[tokio::test]
+async fn a_cache_with_its_own_clock_ignores_the_wall_clock_on_hits() {
+    // Ahead of the wall clock, so a hit judged by the shared ticker's time would
+    // still see the entry as fresh after this clock has moved past its TTL.
+    let clock = ManualClock::new(4_000_000_000_000);
+    let table = Table::new(&[(1, "v1")]);
+    let cache = cache(config(), &table, &clock);
+    assert_eq!(get(&cache, 1).await.as_deref(), Some("v1"));
+    assert_eq!(cache.get_cached(&1), Some(Some("v1".to_owned())));
+    clock.advance(ms(1_000));
+    assert_eq!(cache.get_cached(&1), None, "served past its TTL");
+    assert_eq!(cache.stats().l1_hits, 1);
+}
+
+#[tokio::test]
 async fn jitter_spreads_expiry_within_its_bounds() {
     let clock = ManualClock::new(T0);
     let table = Table::new(&[]);
