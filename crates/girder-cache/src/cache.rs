@@ -299,6 +299,7 @@ where
 
     /// [`Cache::get_cached`] for all but a fresh value: `found` is what the values' map
     /// held (a stale or expired value), `None` if it held nothing.
+    #[cold]
     #[inline(never)]
     fn get_cached_rest(&self, key: &K, found: Option<(u64, V)>) -> Option<Option<V>> {
         let inner = &*self.inner;
