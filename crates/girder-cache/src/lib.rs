@@ -52,12 +52,14 @@
 //! (feature `redis`), or [`MemoryL2`] in process. Key query results by [`QueryKey`].
 //!
 //! Measured (2-core VM, 100k keys, random order, single thread; `cargo bench -p
-//! girder-bench --bench cache_interleaved`): an L1 hit through [`Cache::get_cached`]
-//! costs 1.15–1.20x a bare `quick_cache` `get` for `u64` values, 1.25–1.29x for
-//! `Arc<String>` and 1.36–1.47x for `Arc<str>` values. Most of the `Arc<str>` gap is the expiry stored beside each value:
-//! quick_cache's slab slot grows from 40 to 48 bytes (it stays at 40 for a `u64`), and
-//! quick_cache alone holding `(expiry, Arc<str>)` measures 1.26–1.35x. Values of at most
-//! 8 bytes keep the slot at 40. `moka::sync::Cache::get` is ~1 µs in the same setup.
+//! girder-bench --bench cache_interleaved`, medians of five processes): an L1 hit
+//! through [`Cache::get_cached`] costs 1.15–1.17x a bare `quick_cache` `get` for `u64`
+//! values, 1.18–1.22x for `Arc<String>` and 1.30–1.43x for `Arc<str>` values. For
+//! `Arc<String>` all of it is the exact per-thread hit counter (without it, 1.02–1.03x).
+//! Most of the `Arc<str>` gap is the expiry stored beside each value: quick_cache's slab
+//! slot grows from 40 to 48 bytes (it stays at 40 for a `u64`), and quick_cache alone
+//! holding `(expiry, Arc<str>)` measures 1.25–1.31x. Values of at most 8 bytes keep the
+//! slot at 40. `moka::sync::Cache::get` is ~1 µs in the same setup.
 //!
 //! Time on the hit path comes from [`TickingClock`], a process-wide thread that
 //! refreshes a cached wall time every [`TICK`] (1 ms) and is joined when the last
