@@ -172,23 +172,13 @@ fn child(rounds: usize) {
     );
 }
 
-/// `--processes P` from the command line, else 5; at least 1.
-fn processes_arg() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--processes")
-        .and_then(|i| args.get(i + 1))
-        .map_or(5, |n| n.parse::<usize>().expect("--processes takes a positive integer"))
-        .max(1)
-}
-
 fn main() {
     let rounds = girder_bench::rounds_arg(201);
     if std::env::var_os(CHILD).is_some() {
         child(rounds);
         return;
     }
-    let processes = processes_arg();
+    let processes = girder_bench::count_arg("--processes", 5);
     let exe = std::env::current_exe().expect("the bench's own path");
     // Per (values, protocol), in first-seen order: each process's row.
     let mut rows: Vec<(Row, Vec<[f64; 5]>)> = Vec::new();

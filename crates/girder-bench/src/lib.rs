@@ -26,11 +26,22 @@ pub fn scattered_keys(n: usize, keys: u64) -> Vec<u64> {
 /// If `N` is not a non-negative integer.
 #[must_use]
 pub fn rounds_arg(default: usize) -> usize {
+    count_arg("--rounds", default)
+}
+
+/// `FLAG N` from the command line, else `default`; at least 1.
+///
+/// # Panics
+/// If `N` is not a non-negative integer.
+#[must_use]
+pub fn count_arg(flag: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--rounds")
+        .position(|a| a == flag)
         .and_then(|i| args.get(i + 1))
-        .map_or(default, |n| n.parse::<usize>().expect("--rounds takes a positive integer"))
+        .map_or(default, |n| {
+            n.parse::<usize>().unwrap_or_else(|_| panic!("{flag} takes a positive integer"))
+        })
         .max(1)
 }
 
