@@ -99,14 +99,6 @@ where
     channel: String,
 }
 
-/// The time from a clock given to the builder: a virtual call, kept off the hit path's
-/// straight line (caches built without a clock, the common case, read the ticker).
-#[cold]
-#[inline(never)]
-fn given_now_ms(clock: &dyn Clock) -> u64 {
-    clock.now_ms()
-}
-
 /// Assembles a [`Cache`]: configuration and loader, optionally a clock and an L2.
 pub struct CacheBuilder<K, V, L, S = NoL2> {
     config: CacheConfig,
@@ -533,7 +525,7 @@ where
     fn now_ms(&self) -> u64 {
         match &self.clock {
             None => self.ticker.now_ms(),
-            Some(clock) => given_now_ms(clock.as_ref()),
+            Some(clock) => clock.now_ms(),
         }
     }
 

@@ -8,8 +8,8 @@
 //!   cannot evict the values that are being served;
 //! - a value's slot is `(deadline, value)`, with no `Option` around the value: for a
 //!   `u64` value quick_cache's slab slot is 40 bytes (as for a bare `u64`) instead of
-//!   48, and a hit copies 16 bytes instead of 24. The hit path is memory-bound, so slot
-//!   size is most of its cost.
+//!   48, and a hit copies 16 bytes instead of 24. Slot size sets the floor of a hit's
+//!   cost (BENCHMARKS.md).
 //!
 //! A key is in at most one of the two maps. Every write runs under the cache's flight
 //! lock (one writer at a time per cache) and removes the key from the other map before
