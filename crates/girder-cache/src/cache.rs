@@ -6,25 +6,26 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use girder_core::Clock;
+use girder_core::coarse::{Flush, TimeCell};
+use girder_core::{Clock, CoarseClock};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::clock::{self, Flush};
+use crate::clock;
 use crate::codec::{self, Payload};
 use crate::flight::{self, Flights, LeaderGuard, Outcome, Role};
 use crate::l1::{self, Entry, L1, Lookup};
 use crate::l2::{L2Error, L2Store, ListenEvent, NoL2, Notice};
 use crate::stats::{CacheStats, Counters};
-use crate::{BuildError, CacheConfig, CacheKey, GetError, Loader, TickingClock, WriteError};
+use crate::{BuildError, CacheConfig, CacheKey, GetError, Loader, WriteError};
 
 /// What a cache can hold: cloned out of L1 on every hit (wrap large values in an
 /// `Arc`), serialized with serde for L2. Implemented for every such type.
@@ -83,14 +84,15 @@ where
     flights: Arc<Flights<K, V, L::Error>>,
     loader: L,
     l2: S,
-    /// The default time source; also keeps the tick thread (and its metric flushes)
-    /// alive while the cache lives.
-    ticker: TickingClock,
+    /// The default time source; also keeps the coarse clock's thread (and so the
+    /// cell `fast_path_time` may point at, and the metric flushes) alive while the
+    /// cache lives.
+    ticker: CoarseClock,
     /// A clock given to the builder, read instead of `ticker`.
     clock: Option<Arc<dyn Clock>>,
     /// What a fresh-value hit compares its deadline against (see
     /// [`clock::fast_path_time`]).
-    fast_path_time: &'static AtomicU64,
+    fast_path_time: &'static TimeCell,
     counters: Arc<Counters>,
     /// Names this instance in its invalidation messages, so it can skip its own.
     origin: String,
@@ -114,7 +116,7 @@ where
     V: CacheValue,
     L: Loader<K, V>,
 {
-    /// A builder for an L1-only cache on the [`TickingClock`].
+    /// A builder for an L1-only cache on the process's [`CoarseClock`].
     #[must_use]
     pub fn new(config: CacheConfig, loader: L) -> Self {
         Self { config, loader, l2: NoL2, clock: None, types: PhantomData }
@@ -128,7 +130,7 @@ where
     L: Loader<K, V>,
     S: L2Store,
 {
-    /// Reads time from `clock` instead of the [`TickingClock`] (tests pass a
+    /// Reads time from `clock` instead of the [`CoarseClock`] (tests pass a
     /// `girder_core::ManualClock`). Every L1 hit then calls `clock.now_ms()`.
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -153,7 +155,8 @@ where
     ///
     /// # Errors
     /// [`BuildError::Config`] for an invalid configuration, [`BuildError::NoRuntime`]
-    /// for an L2 outside a Tokio runtime.
+    /// for an L2 outside a Tokio runtime, [`BuildError::TooManyCaches`] when the
+    /// process already has `girder_core::coarse::FLUSHERS_MAX` live caches.
     pub fn build(self) -> Result<Cache<K, V, L, S>, BuildError> {
         self.config.validate()?;
         let runtime = if S::ENABLED {
@@ -162,9 +165,10 @@ where
             None
         };
         let counters = Arc::new(Counters::new(&self.config.name));
-        let ticker = TickingClock::shared();
+        let ticker = CoarseClock::shared();
         let flusher: Weak<dyn Flush> = Arc::downgrade(&counters) as Weak<dyn Flush>;
-        ticker.register(flusher);
+        ticker.register_flush(flusher)?;
+        let fast_path_time = clock::fast_path_time(&ticker, self.clock.is_some());
         let prefix = format!("{}:{}:", self.config.l2_namespace, self.config.name);
         let inner = Arc::new(Inner {
             l1: L1::new(
@@ -176,7 +180,7 @@ where
             loader: self.loader,
             l2: self.l2,
             ticker,
-            fast_path_time: clock::fast_path_time(self.clock.is_some()),
+            fast_path_time,
             clock: self.clock,
             counters,
             origin: format!("{:016x}", rand::random::<u64>()),
@@ -208,10 +212,12 @@ where
     V: CacheValue,
     L: Loader<K, V>,
 {
-    /// An L1-only cache on the [`TickingClock`].
+    /// An L1-only cache on the process's [`CoarseClock`].
     ///
     /// # Errors
-    /// [`BuildError::Config`] for an invalid configuration.
+    /// [`BuildError::Config`] for an invalid configuration,
+    /// [`BuildError::TooManyCaches`] when the process already has
+    /// `girder_core::coarse::FLUSHERS_MAX` live caches.
     pub fn new(config: CacheConfig, loader: L) -> Result<Self, BuildError> {
         CacheBuilder::new(config, loader).build()
     }
@@ -279,9 +285,7 @@ where
         // values, absences, misses, and every lookup of a cache with its own clock) is
         // out of line.
         match inner.l1.get_value(key) {
-            Some((fresh_until_ms, value))
-                if inner.fast_path_time.load(Ordering::Relaxed) < fresh_until_ms =>
-            {
+            Some((fresh_until_ms, value)) if inner.fast_path_time.load_ms() < fresh_until_ms => {
                 inner.counters.hot.hit(false, false);
                 Some(Some(value))
             }

@@ -18,6 +18,11 @@ pub enum BuildError {
     /// listener; build the cache inside the runtime.
     #[error("a cache with an L2 must be built inside a Tokio runtime")]
     NoRuntime,
+    /// The process already has `girder_core::coarse::FLUSHERS_MAX` live caches: the
+    /// coarse clock's thread publishes each one's counters every second, and that
+    /// work is bounded.
+    #[error("too many live caches: {0}")]
+    TooManyCaches(#[from] girder_core::coarse::FlushersFull),
 }
 
 /// Why a read through the cache failed.

@@ -10,8 +10,9 @@
 //! - Concurrent misses on one key in one instance cause exactly one load; its value or
 //!   its error goes to every waiter, and errors are never cached.
 //! - A value is never served fresh past its TTL (`ttl_ms` ± jitter, per entry) on the
-//!   cache's [`Clock`](girder_core::Clock) (the default [`TickingClock`] lags real
-//!   time by about a millisecond). With `stale_ms`, it may be served stale for that
+//!   cache's [`Clock`](girder_core::Clock) (the default, the process's one
+//!   [`CoarseClock`](girder_core::CoarseClock), lags real time by about a
+//!   millisecond). With `stale_ms`, it may be served stale for that
 //!   much longer while one background refresh runs.
 //! - After [`Cache::put`] or [`Cache::invalidate`] returns `Ok`, no read that starts on
 //!   this instance gets the old value, no load that began before the write fills any
@@ -61,9 +62,12 @@
 //! holding `(expiry, Arc<str>)` measures 1.25–1.31x. Values of at most 8 bytes keep the
 //! slot at 40. `moka::sync::Cache::get` is ~1 µs in the same setup.
 //!
-//! Time on the hit path comes from [`TickingClock`], a process-wide thread that
-//! refreshes a cached wall time every [`TICK`] (1 ms) and is joined when the last
-//! cache is dropped; tests pass a manual clock instead.
+//! Time on the hit path comes from [`girder_core::CoarseClock`], the one coarse clock
+//! of the process (the rate limiters read it too): a thread that refreshes a cached
+//! wall time every millisecond and is joined when its last handle (every cache holds
+//! one) is dropped. The same thread publishes each cache's counters to `metrics` about
+//! once a second; the cache has no thread of its own. Tests pass a manual clock
+//! instead.
 //!
 //! Modules: [`config`] (the knobs), `cache` ([`Cache`]), [`l2`] (the shared layer
 //! trait and its backends), [`query_key`] (canonical query keys); the L1 map, the
@@ -83,7 +87,6 @@ pub mod query_key;
 mod stats;
 
 pub use cache::{Cache, CacheBuilder, CacheValue, ListenerProgress};
-pub use clock::{TICK, TickingClock};
 pub use config::{CacheConfig, ConfigError};
 pub use error::{BuildError, GetError, WriteError};
 pub use key::CacheKey;

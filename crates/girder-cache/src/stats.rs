@@ -3,13 +3,13 @@
 //!
 //! The three counters bumped on L1 hits (`l1_hits`, `negative_hits`, `stale_served`)
 //! are striped per thread and bumped with a plain load and store (no locked
-//! instruction, no shared cache line); they reach `metrics` when the tick thread
-//! flushes them, about once a second, and whenever `Cache::stats` is called. Each
-//! thread gets its own stripe for the first 64 threads that touch caches; beyond that
-//! threads share stripes, and two sharing threads bumping at the same instant can lose
-//! one count. These three may therefore under-count, by a tiny fraction, in processes
-//! with more than 64 threads reading caches. All other counters are exact atomics and
-//! reach `metrics` as they happen.
+//! instruction, no shared cache line); they reach `metrics` when the coarse clock's
+//! thread (`girder_core::CoarseClock`) flushes them, about once a second, and whenever
+//! `Cache::stats` is called. Each thread gets its own stripe for the first 64 threads
+//! that touch caches; beyond that threads share stripes, and two sharing threads
+//! bumping at the same instant can lose one count. These three may therefore
+//! under-count, by a tiny fraction, in processes with more than 64 threads reading
+//! caches. All other counters are exact atomics and reach `metrics` as they happen.
 //!
 //! Metric handles are registered when the cache is built, so install the recorder
 //! (e.g. the Prometheus exporter) before building caches; without one the mirror is a
@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::clock::Flush;
+use girder_core::coarse::Flush;
 
 /// A snapshot of a cache's counters since it was built.
 ///
@@ -184,7 +184,7 @@ impl Hot {
     }
 
     /// Tells `metrics` what accumulated since the last flush. `fetch_max` keeps
-    /// concurrent flushes (tick thread, `stats()`) from counting anything twice.
+    /// concurrent flushes (clock thread, `stats()`) from counting anything twice.
     fn flush(&self, totals: [u64; 3]) {
         for ((total, flushed), metric) in totals.iter().zip(&self.flushed).zip(&self.metrics) {
             let before = flushed.fetch_max(*total, Ordering::Relaxed);

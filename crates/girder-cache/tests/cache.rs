@@ -142,7 +142,7 @@ async fn entries_expire_exactly_at_their_ttl() {
 
 #[tokio::test]
 async fn a_cache_with_its_own_clock_ignores_the_wall_clock_on_hits() {
-    // Ahead of the wall clock, so a hit judged by the shared ticker's time would
+    // Ahead of the wall clock, so a hit judged by the coarse clock's time would
     // still see the entry as fresh after this clock has moved past its TTL.
     let clock = ManualClock::new(4_000_000_000_000);
     let table = Table::new(&[(1, "v1")]);
@@ -572,8 +572,8 @@ async fn counters_are_emitted_as_metrics_labelled_with_the_cache_name() {
     // Miss-path counters reach metrics as they happen...
     assert_eq!(metric("girder_cache_l1_misses_total"), 2);
     assert_eq!(metric("girder_cache_loader_calls_total"), 2);
-    // ...hit counters when the tick thread flushes them (about once a second) or when
-    // stats() is read.
+    // ...hit counters when the coarse clock's thread flushes them (about once a second)
+    // or when stats() is read.
     let stats = cache.stats();
     assert_eq!((stats.l1_hits, stats.l1_misses, stats.loader_calls), (1, 2, 2));
     assert_eq!(metric("girder_cache_l1_hits_total"), 1);

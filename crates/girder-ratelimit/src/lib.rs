@@ -45,14 +45,16 @@
 //! ~28 ns); a Redis decision is one round trip.
 //!
 //! Time comes from `girder_core::Clock` in process (tests move a manual clock) and from
-//! the Redis server's `TIME` in Redis, so client clock skew cannot matter there.
+//! the Redis server's `TIME` in Redis, so client clock skew cannot matter there. For
+//! speed in process, use [`CoarseClock`]: girder-core's one coarse clock of the process
+//! (girder-cache reads the same one), a relaxed atomic load refreshed every millisecond
+//! by one shared thread. A lagging clock makes every limiter stricter, never looser.
 //!
 //! Arithmetic is integer everywhere (scaled by `period_ms` where a rate is fractional),
 //! so the Lua scripts, which compute in doubles, are exact: [`Rule`] validation keeps
 //! every product below 2^50.
 
 mod algorithm;
-mod coarse_clock;
 mod fixed_window;
 mod gcra;
 mod memory;
@@ -73,9 +75,11 @@ pub use crate::redis::{
     BatchedConfig, BatchedLimiter, Coalescing, CoalescingStats, RedisConfig, RedisLimiter,
 };
 pub use algorithm::{Algorithm, AnyAlgorithm, AnyState};
-pub use coarse_clock::CoarseClock;
 pub use fixed_window::{FixedWindow, FixedWindowState};
 pub use gcra::{Gcra, GcraState};
+/// The process's one coarse clock, shared with girder-cache; re-exported so code that
+/// named it here keeps compiling.
+pub use girder_core::CoarseClock;
 pub use memory::{MemoryConfig, MemoryLimiter, MemoryStats};
 pub use rule::{
     Kind, MAX_LIMIT, MAX_PERIOD_MS, MAX_PRODUCT, MAX_SLIDING_LOG_LIMIT, Rule, RuleError,
