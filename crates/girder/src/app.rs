@@ -5,18 +5,16 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use girder_core::Clock;
-use girder_systems::bitly::{Bitly, BitlyApi};
-use girder_systems::catalog::{SYSTEMS, SystemInfo};
-use girder_systems::gopuff::{GoPuff, GoPuffApi};
-use girder_systems::problem::Problem;
-use girder_systems::ratelimiter::{RateLimitLayer, RateLimiterApi, RateLimiterService, RuleSet};
-use girder_systems::ticketmaster::{Ticketmaster, TicketmasterApi};
+use girder_http::Problem;
+use girder_http::ratelimit::{RateLimitLayer, RuleSet};
+use girder_system::{Context as SystemContext, Running, System, SystemView};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -24,102 +22,128 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 use crate::config::{Config, RateLimitRules};
+use crate::systems::SYSTEMS;
 use crate::telemetry;
 
-/// The running systems behind one server.
-#[derive(Debug, Clone)]
+/// The running systems behind one server, opened from the one list.
+#[derive(Clone)]
 pub struct Systems {
-    /// Bit.ly.
-    pub bitly: Arc<Bitly>,
-    /// GoPuff.
-    pub gopuff: Arc<GoPuff>,
-    /// Ticketmaster.
-    pub ticketmaster: Arc<Ticketmaster>,
-    /// The Distributed Rate Limiter service.
-    pub ratelimiter: Arc<RateLimiterService>,
+    running: Arc<[Box<dyn Running>]>,
     /// The rate limits on every system's API (`None`: off).
-    pub ratelimit: Option<RateLimitLayer>,
+    ratelimit: Option<RateLimitLayer>,
+    /// The one pool every system shares.
+    db: girder_sql::Db,
+}
+
+impl std::fmt::Debug for Systems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slugs: Vec<&str> = self.running.iter().map(|s| s.info().slug).collect();
+        f.debug_struct("Systems").field("running", &slugs).field("db", &self.db.engine()).finish()
+    }
 }
 
 impl Systems {
-    /// Opens every system's storage, every part reading `clock`.
+    /// Opens the one pool and every live system on it, every part reading `clock`.
     ///
     /// # Errors
-    /// A store cannot be opened.
+    /// The database cannot be opened, or a system cannot (its settings, migrations
+    /// or storage); the message names the system.
     pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        Self::open_with_limiter_clock(config, Arc::clone(&clock), clock).await
+        Self::open_with_coarse_clock(config, Arc::clone(&clock), clock).await
     }
 
-    /// As [`Systems::open`], with the in-process rate limits (the middleware and the
-    /// rate limiter service) reading `limiter_clock`: `girder serve` gives them a
-    /// `CoarseClock`, one atomic load per decision instead of a system call.
+    /// As [`Systems::open`], with per-request hot paths (the rate limits) reading
+    /// `coarse_clock`: `girder serve` gives them girder-core's `CoarseClock`, one
+    /// atomic load per decision instead of a system call.
     ///
     /// # Errors
-    /// A store cannot be opened.
-    pub async fn open_with_limiter_clock(
+    /// As [`Systems::open`].
+    pub async fn open_with_coarse_clock(
         config: &Config,
         clock: Arc<dyn Clock>,
-        limiter_clock: Arc<dyn Clock>,
+        coarse_clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         // Systems register metric handles as they open: the recorder must exist first.
         telemetry::prometheus();
-        if let Some(dir) = sqlite_parent_dir(&config.bitly.database_url) {
+        if let Some(dir) = girder_sql::sqlite_parent_dir(&config.database_url) {
             std::fs::create_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", dir.display()))?;
+                .with_context(|| format!("creating data dir {}", dir.display()))?;
         }
-        let bitly = Bitly::open(config.bitly.clone(), Arc::clone(&clock)).await?;
-        let gopuff = GoPuff::open(config.gopuff.clone(), Arc::clone(&clock)).await?;
-        let ticketmaster =
-            Ticketmaster::open(config.ticketmaster.clone(), Arc::clone(&clock)).await?;
-        let ratelimiter =
-            RateLimiterService::open(config.ratelimiter.clone(), Arc::clone(&limiter_clock))
+        let db = girder_sql::Db::connect(&config.database_url, config.pool)
+            .await
+            .context("opening the database")?;
+        let context = SystemContext {
+            db: db.clone(),
+            redis_url: config.redis_url.clone(),
+            clock,
+            coarse_clock: Arc::clone(&coarse_clock),
+            public_url: config.public_url.clone(),
+        };
+        let mut running = Vec::new();
+        for plan in &SYSTEMS {
+            let opened = plan
+                .open(&context, &config.matches, config.file.as_ref())
                 .await
-                .map_err(|e| anyhow::anyhow!("rate limiter service: {e}"))?;
-        let redis = config.bitly.redis_url.as_deref();
+                .with_context(|| format!("opening {}", plan.info().name))?;
+            running.extend(opened);
+        }
+        let redis = config.redis_url.as_deref();
         let failure = config.ratelimit.failure;
         let ratelimit = match &config.ratelimit.rules {
             RateLimitRules::Off => None,
             RateLimitRules::Builtin => {
-                let rules = RuleSet::from_toml_str(include_str!("../assets/ratelimit.toml"))
-                    .map_err(|e| anyhow::anyhow!("built-in rate limits: {e}"))?;
-                Some(RateLimitLayer::from_rules(rules, redis, failure, limiter_clock).await)
+                let rules = RuleSet::from_toml_str(girder_http::ratelimit::BUILTIN_RULES)
+                    .context("built-in rate limits")?;
+                Some(RateLimitLayer::from_rules(rules, redis, failure, coarse_clock).await)
             }
             RateLimitRules::File(path) => {
-                Some(RateLimitLayer::from_file(path, redis, failure, limiter_clock).await)
+                Some(RateLimitLayer::from_file(path, redis, failure, coarse_clock).await)
             }
         }
         .transpose()
-        .map_err(|e| anyhow::anyhow!("rate limits: {e}"))?;
-        Ok(Self { bitly, gopuff, ticketmaster, ratelimiter, ratelimit })
+        .context("rate limits")?;
+        Ok(Self { running: running.into(), ratelimit, db })
     }
 
-    /// Re-reads the rate-limit rule files (the middleware's and the service's). A bad
-    /// file leaves its old rules in place.
+    /// The running system of type `S`, if it is in the list.
+    #[must_use]
+    pub fn get<S: System>(&self) -> Option<Arc<S>> {
+        self.running.iter().find_map(|s| s.downcast::<S>())
+    }
+
+    /// Every running system, in the list's order.
+    #[must_use]
+    pub fn running(&self) -> &[Box<dyn Running>] {
+        &self.running
+    }
+
+    /// The one pool.
+    #[must_use]
+    pub const fn db(&self) -> &girder_sql::Db {
+        &self.db
+    }
+
+    /// Re-reads the rule files: the middleware's and every system's. A bad file leaves
+    /// its old rules in place.
     ///
     /// # Errors
     /// A file is unreadable or invalid; the message names it.
-    pub fn reload_rate_limits(&self, config: &Config) -> anyhow::Result<()> {
+    pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
         if let (Some(layer), RateLimitRules::File(path)) =
             (&self.ratelimit, &config.ratelimit.rules)
         {
-            layer
-                .engine()
-                .reload_from_file(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            layer.engine().reload_from_file(path).with_context(|| path.display().to_string())?;
         }
-        self.ratelimiter.reload().map_err(|e| anyhow::anyhow!("rate limiter service rules: {e}"))
+        for system in self.running.iter() {
+            system.reload().map_err(|e| anyhow::anyhow!(e)).with_context(|| system.info().name)?;
+        }
+        Ok(())
     }
-}
 
-/// The directory a `sqlite:` URL's file lives in, so it can be created first.
-fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
-    let path = url.strip_prefix("sqlite:")?;
-    let path = path.strip_prefix("//").unwrap_or(path);
-    let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path == ":memory:" {
-        return None;
+    /// Closes the pool, waiting for statements in flight.
+    pub async fn close(&self) {
+        self.db.close().await;
     }
-    std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).map(Into::into)
 }
 
 #[derive(OpenApi)]
@@ -129,18 +153,17 @@ fn sqlite_parent_dir(url: &str) -> Option<std::path::PathBuf> {
         description = "System design patterns, running. Every error is an RFC 9457 problem."
     ),
     paths(healthz, readyz, metrics_text, systems_list, lab_results, lab_plot),
-    components(schemas(SystemInfo, Problem))
+    components(schemas(SystemView, Problem))
 )]
 struct ServerApi;
 
-/// The whole OpenAPI document.
+/// The whole OpenAPI document: the server's operations and every live system's.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ServerApi::openapi();
-    doc.merge(BitlyApi::openapi());
-    doc.merge(GoPuffApi::openapi());
-    doc.merge(TicketmasterApi::openapi());
-    doc.merge(RateLimiterApi::openapi());
+    for document in SYSTEMS.iter().filter_map(|plan| plan.openapi()) {
+        doc.merge(document);
+    }
     doc
 }
 
@@ -166,24 +189,14 @@ impl MakeRequestId for RequestIds {
     }
 }
 
-/// The complete server: the router behind the redirect fast path.
+/// The complete server: every system's router, behind the fast paths.
 pub fn router(systems: &Systems, config: &Config) -> App {
     // Metrics recorded before the recorder exists are lost: install it first.
     telemetry::prometheus();
     let openapi = Arc::new(openapi());
-    let ops = Router::new()
+    let mut ops = Router::new()
         .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
-        .route("/dashboard/bitly", get(|| async { Html(include_str!("../assets/bitly.html")) }))
         .route("/dashboard/lab", get(|| async { Html(include_str!("../assets/lab.html")) }))
-        .route("/dashboard/gopuff", get(|| async { Html(include_str!("../assets/gopuff.html")) }))
-        .route(
-            "/dashboard/ratelimiter",
-            get(|| async { Html(include_str!("../assets/ratelimiter.html")) }),
-        )
-        .route(
-            "/dashboard/ticketmaster",
-            get(|| async { Html(include_str!("../assets/ticketmaster.html")) }),
-        )
         .route("/assets/app.css", get(stylesheet))
         .route("/api/lab", get(lab_results))
         .route("/api/lab/{experiment}/plot.svg", get(lab_plot))
@@ -191,35 +204,40 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/api/systems", get(systems_list))
-        .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
-        .with_state(AppState {
-            systems: systems.clone(),
-            lab_dir: Arc::new(config.lab_dir.clone()),
-        });
-    // Everything but the redirect path is traced and timed per route. Redirects, the
-    // hot path, skip those two layers: they are counted by the click buffer (and
-    // `girder_bitly_redirects_total` as it flushes), and together the layers cost
-    // more than the redirect itself (see BENCHMARKS.md).
-    let observed = Router::new()
-        .merge(ops)
-        .nest("/api/bitly", systems.bitly.api_router())
-        .nest("/api/gopuff", systems.gopuff.api_router())
-        .nest("/api/ticketmaster", systems.ticketmaster.api_router())
-        .nest("/api/ratelimiter", systems.ratelimiter.api_router())
-        .layer(axum::middleware::from_fn(telemetry::track))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+        .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }));
+    for plan in &SYSTEMS {
+        if let Some(page) = plan.dashboard() {
+            let path = format!("/dashboard/{}", plan.info().slug);
+            ops = ops.route(&path, get(move || async move { Html(page) }));
+        }
+    }
+    let ops = ops.with_state(AppState {
+        systems: systems.clone(),
+        lab_dir: Arc::new(config.lab_dir.clone()),
+    });
+    // Everything but the systems' root routes (the redirect path) is traced and timed
+    // per route. Redirects, the hot path, skip those two layers: they are counted by
+    // the click buffer, and together the layers cost more than the redirect itself
+    // (see BENCHMARKS.md).
+    let mut observed = Router::new().merge(ops);
+    for system in systems.running() {
+        observed = observed.nest(&format!("/api/{}", system.info().slug), system.router());
+    }
+    let observed = observed.layer(axum::middleware::from_fn(telemetry::track)).layer(
+        TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request
                 .headers()
                 .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             tracing::debug_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
-        }));
-    let mut router = Router::new()
-        .merge(observed)
-        .merge(systems.bitly.redirect_router())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        }),
+    );
+    let mut router = Router::new().merge(observed);
+    for root in systems.running().iter().filter_map(|s| s.root_router()) {
+        router = router.merge(root);
+    }
+    let mut router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed);
     if let Some(limits) = &systems.ratelimit {
         router = router.layer(limits.clone());
     }
@@ -227,18 +245,14 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));
-    App(Arc::new(AppInner {
-        bitly: Arc::clone(&systems.bitly),
-        ratelimit: systems.ratelimit.clone(),
-        router,
-    }))
+    App(Arc::new(AppInner { systems: systems.clone(), router }))
 }
 
-/// The server as one tower `Service`: a `GET`/`HEAD` of `/{code}` whose link this
-/// instance's L1 holds, and that no rate limit covers, is answered on the spot (no
-/// routing, no extractors, no await: the redirect is the hot path), with the same
-/// request-id header as every other response. Everything else, including every redirect the L1 cannot answer,
-/// goes to the router, whose `/{code}` route gives the identical answer.
+/// The server as one tower `Service`: a request a system can answer without awaiting
+/// (a `GET /{code}` whose link this instance's L1 holds), and that no rate limit
+/// covers, is answered on the spot — no routing, no extractors, no await — with the
+/// same request-id header as every other response. Everything else, including every
+/// redirect the L1 cannot answer, goes to the router, which gives the identical answer.
 #[derive(Debug, Clone)]
 pub struct App(Arc<AppInner>);
 
@@ -246,8 +260,7 @@ pub struct App(Arc<AppInner>);
 /// one reference count, not one per field).
 #[derive(Debug)]
 struct AppInner {
-    bitly: Arc<Bitly>,
-    ratelimit: Option<RateLimitLayer>,
+    systems: Systems,
     router: Router,
 }
 
@@ -269,12 +282,14 @@ impl tower::Service<axum::extract::Request> for App {
 
     fn call(&mut self, request: axum::extract::Request) -> Self::Future {
         use futures_util::future::Either;
+        let systems = &self.0.systems;
         // A path some rate limit covers goes through the router and its limiter.
-        let hot = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD)
-            && self.0.ratelimit.as_ref().is_none_or(|limits| {
-                !limits.engine().matches_any(request.method(), request.uri().path())
-            });
-        if hot && let Some(mut response) = self.0.bitly.redirect_from_l1(request.uri().path()) {
+        let limited = systems.ratelimit.as_ref().is_some_and(|limits| {
+            limits.engine().matches_any(request.method(), request.uri().path())
+        });
+        if !limited
+            && let Some(mut response) = systems.running.iter().find_map(|s| s.fast_path(&request))
+        {
             let id = request.headers().get(&REQUEST_ID).cloned().or_else(|| {
                 RequestIds::default().make_request_id(&request).map(RequestId::into_header_value)
             });
@@ -302,21 +317,29 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: every store answers.
+/// Readiness: the database answers and every system says it is ready.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "ops",
     responses(
         (status = 200, description = "Ready", body = String),
-        (status = 503, description = "A store is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database or a system is not ready", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.systems.bitly.store().ping().await {
-        Ok(()) => "ready".into_response(),
-        Err(e) => Problem::unavailable(format!("bitly store: {e}")).into_response(),
+    if let Err(e) = state.systems.db.ping().await {
+        tracing::warn!(error = %e, "readiness: the database does not answer");
+        return Problem::unavailable("the database does not answer").into_response();
     }
+    for system in state.systems.running() {
+        if let Err(e) = system.ready().await {
+            let name = system.info().name;
+            tracing::warn!(system = name, error = %e, "readiness: a system is not ready");
+            return Problem::unavailable(format!("{name} is not ready")).into_response();
+        }
+    }
+    "ready".into_response()
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -327,9 +350,9 @@ async fn metrics_text() -> Response {
 }
 
 /// The reference systems and their status.
-#[utoipa::path(get, path = "/api/systems", tag = "ops", responses((status = 200, description = "Systems", body = [SystemInfo])))]
-async fn systems_list() -> Json<&'static [SystemInfo]> {
-    Json(&SYSTEMS)
+#[utoipa::path(get, path = "/api/systems", tag = "ops", responses((status = 200, description = "Systems", body = [SystemView])))]
+async fn systems_list() -> Json<Vec<SystemView>> {
+    Json(SYSTEMS.iter().map(|plan| SystemView::new(&plan.info(), plan.status())).collect())
 }
 
 /// The dashboard's one stylesheet. Assets are compiled into the binary: no build
@@ -375,7 +398,7 @@ async fn lab_results(State(state): State<AppState>) -> Json<Vec<serde_json::Valu
 )]
 async fn lab_plot(
     State(state): State<AppState>,
-    girder_systems::extract::Path(name): girder_systems::extract::Path<String>,
+    girder_http::extract::Path(name): girder_http::extract::Path<String>,
 ) -> Response {
     // Only registered names reach the filesystem: no path from the request is used as is.
     let Ok(experiment) = crate::lab::find(&name) else {

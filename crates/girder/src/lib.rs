@@ -6,4 +6,5 @@ pub mod config;
 pub mod lab;
 pub mod loadtest;
 pub mod serve;
+pub mod systems;
 pub mod telemetry;

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use girder::config::{self, ServeSettings};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use girder::config;
 
 #[derive(Debug, Parser)]
 #[command(name = "girder", version, about = "System design patterns, running.")]
@@ -16,11 +16,10 @@ struct Cli {
 enum Command {
     /// Serve every reference system, the API and the dashboard.
     Serve {
-        /// TOML file of settings (same names as the flags) [default: ./girder.toml if present].
+        /// TOML file of settings: the server's at the top level, each system's in its
+        /// `[<slug>]` table [default: ./girder.toml if present].
         #[arg(long, env = "GIRDER_CONFIG")]
         config: Option<PathBuf>,
-        #[command(flatten)]
-        settings: Box<ServeSettings>,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -46,11 +45,14 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // `serve` takes the server's flags and every system's, from the list of systems.
+    let matches = Cli::command().mut_subcommand("serve", config::serve_command).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     girder::telemetry::init_tracing();
     match cli.command {
-        Command::Serve { config, settings } => {
-            let config = config::load(*settings, config.as_deref())?;
+        Command::Serve { config } => {
+            let serve = matches.subcommand_matches("serve").expect("the serve subcommand matched");
+            let config = config::load(serve, config.as_deref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(girder::serve::run(config))
         }

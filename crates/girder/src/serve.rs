@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use girder_core::SystemClock;
-use girder_ratelimit::CoarseClock;
-use tokio::sync::watch;
+use girder_core::{CoarseClock, SystemClock};
+use girder_system::Shutdown;
 
 use crate::app::{self, Systems};
 use crate::config::Config;
@@ -18,33 +17,29 @@ use crate::config::Config;
 /// Start-up failures: a store cannot be opened or the address cannot be bound.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::telemetry::prometheus();
-    // Rate-limit decisions read a clock refreshed every millisecond by its own thread,
-    // saving a system call per request. A decision sees a time up to about 1 ms old:
-    // refill-based limits are then at most as permissive, and window edges move by
-    // at most that much.
-    let limiter_clock = Arc::new(CoarseClock::new(Duration::from_millis(1)));
+    // Per-request hot paths (rate-limit decisions) read a clock refreshed every
+    // millisecond by one shared thread, saving a system call per request. A decision
+    // sees a time up to about 1 ms old: refill-based limits are then at most as
+    // permissive, and window edges move by at most that much.
+    let coarse_clock = Arc::new(CoarseClock::shared());
     let systems =
-        Systems::open_with_limiter_clock(&config, Arc::new(SystemClock), limiter_clock).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let reloads = reload_on_sighup(systems.clone(), config.clone(), stopped(stop_rx.clone()));
+        Systems::open_with_coarse_clock(&config, Arc::new(SystemClock), coarse_clock).await?;
+    let (stop, shutdown) = Shutdown::new();
+    let reloads = reload_on_sighup(systems.clone(), config.clone(), shutdown.clone().wait());
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let local = listener.local_addr()?;
     tracing::info!(
         address = %local,
-        store = systems.bitly.store().engine(),
+        store = systems.db().engine(),
         "girder serving; dashboard at http://{local}/"
     );
 
-    let background =
-        tokio::spawn(Arc::clone(&systems.bitly).run_background(stopped(stop_rx.clone())));
-    let gopuff = tokio::spawn(Arc::clone(&systems.gopuff).run_background(stopped(stop_rx.clone())));
-    let ticketmaster =
-        tokio::spawn(Arc::clone(&systems.ticketmaster).run_background(stopped(stop_rx.clone())));
-    let ratelimiter =
-        tokio::spawn(Arc::clone(&systems.ratelimiter).run_background(stopped(stop_rx.clone())));
-    let upkeep = tokio::spawn(crate::telemetry::run_upkeep(stopped(stop_rx.clone())));
+    // Every system's background work, spawned here and joined below.
+    let background: Vec<_> =
+        systems.running().iter().map(|s| tokio::spawn(s.run(shutdown.clone()))).collect();
+    let upkeep = tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone().wait()));
 
     let router = app::router(&systems, &config);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -58,20 +53,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing buffered writes");
 
     // In-flight requests have drained; now let background work finish its last flush.
-    let _ = stop_tx.send(true);
+    stop.fire();
     let _ = upkeep.await;
     let _ = reloads.await;
     let joined = async {
-        let _ = background.await;
-        let _ = gopuff.await;
-        let _ = ticketmaster.await;
-        let _ = ratelimiter.await;
+        for task in background {
+            let _ = task.await;
+        }
     };
     if tokio::time::timeout(grace, joined).await.is_err() {
         tracing::warn!(grace_ms = config.shutdown_grace_ms, "background work did not stop in time");
     }
-    systems.bitly.store().close().await;
-    systems.gopuff.store().close().await;
+    systems.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -95,7 +88,7 @@ fn reload_on_sighup(
             loop {
                 tokio::select! {
                     () = &mut stop => return,
-                    Some(()) = hangups.recv() => match systems.reload_rate_limits(&config) {
+                    Some(()) = hangups.recv() => match systems.reload(&config) {
                         Ok(()) => {
                             metrics::counter!("girder_ratelimit_reloads_total", "outcome" => "applied").increment(1);
                             tracing::info!("rate limits reloaded");
@@ -114,11 +107,6 @@ fn reload_on_sighup(
             stop.await;
         }
     }
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means stop.
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn shutdown_signal() {

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{TestDb, app, app_with, get, post_json, send};
-use girder::config::ServeSettings;
+use common::{TestDb, app, app_with, bitly, get, post_json, send};
 use girder_core::{Clock, ManualClock, SystemClock};
 use serde_json::json;
 
@@ -36,7 +35,7 @@ async fn shorten_redirect_and_count_clicks() {
         assert_eq!(stats["clicks_buffered"], 3);
 
         // After a flush the counts live in the store, not the buffer.
-        assert_eq!(systems.bitly.flush_clicks().await.expect("flush"), 1);
+        assert_eq!(bitly(&systems).flush_clicks().await.expect("flush"), 1);
         let stats = get(&app, &format!("/api/bitly/urls/{code}/stats")).await.json();
         assert_eq!(stats["clicks"], 3);
         assert_eq!(stats["clicks_buffered"], 0);
@@ -71,8 +70,7 @@ async fn sequential_codes_are_distinct_and_ordered() {
 #[tokio::test]
 async fn scrambled_codes_are_unique_and_not_sequential() {
     let db = TestDb::sqlite();
-    let settings = ServeSettings { bitly_codes: Some("scrambled".into()), ..Default::default() };
-    let (app, _) = app_with(&db, Arc::new(SystemClock), settings).await;
+    let (app, _) = app_with(&db, Arc::new(SystemClock), &["--bitly-codes", "scrambled"]).await;
     let mut codes = Vec::new();
     for i in 0..200 {
         let r =
@@ -122,7 +120,7 @@ async fn aliases_are_validated_and_unique() {
 async fn expired_links_answer_410() {
     for db in TestDb::all("expired_links_answer_410").await {
         let clock = ManualClock::new(SystemClock.now_ms());
-        let (app, _) = app_with(&db, Arc::new(clock.clone()), ServeSettings::default()).await;
+        let (app, _) = app_with(&db, Arc::new(clock.clone()), &[]).await;
         let in_a_minute = time::OffsetDateTime::from_unix_timestamp_nanos(
             i128::from(clock.now_ms() + 60_000) * 1_000_000,
         )
@@ -151,8 +149,7 @@ async fn expired_links_answer_410() {
 #[tokio::test]
 async fn permanent_redirects_when_configured() {
     let db = TestDb::sqlite();
-    let settings = ServeSettings { bitly_redirect: Some("permanent".into()), ..Default::default() };
-    let (app, _) = app_with(&db, Arc::new(SystemClock), settings).await;
+    let (app, _) = app_with(&db, Arc::new(SystemClock), &["--bitly-redirect", "permanent"]).await;
     let code =
         post_json(&app, "/api/bitly/urls", &json!({"url": "https://e.com"})).await.json()["code"]
             .as_str()
@@ -329,7 +326,7 @@ async fn operational_endpoints() {
         .to_owned();
     assert_eq!(get(&app, &format!("/{code}")).await.status, StatusCode::FOUND);
     // Redirects are counted with their clicks, when the click buffer flushes.
-    systems.bitly.flush_clicks().await.expect("flush");
+    bitly(&systems).flush_clicks().await.expect("flush");
     let metrics = get(&app, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = String::from_utf8_lossy(&metrics.body);

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{TestDb, app_with, get, post_json, send};
+use common::{TestDb, app_with, bitly, get, post_json, send};
 use girder::app::App;
-use girder::config::ServeSettings;
 use girder_core::services::{Service, require};
 use girder_core::{Clock, ManualClock, SystemClock};
 use serde_json::json;
@@ -37,12 +36,12 @@ async fn patch_url(app: &App, code: &str, url: &str) {
 #[tokio::test]
 async fn warm_redirects_are_served_from_l1() {
     let db = TestDb::sqlite();
-    let (app, systems) = app_with(&db, Arc::new(SystemClock), ServeSettings::default()).await;
+    let (app, systems) = app_with(&db, Arc::new(SystemClock), &[]).await;
     let code = shorten(&app, "https://example.com/warm").await;
     for _ in 0..10 {
         assert_eq!(location(&app, &code).await.as_deref(), Some("https://example.com/warm"));
     }
-    let stats = systems.bitly.cache_stats();
+    let stats = bitly(&systems).cache_stats();
     assert_eq!(stats.loader_calls, 1, "one store read, then L1: {stats:?}");
     assert_eq!(stats.l1_hits, 9);
     let layers = get(&app, "/api/bitly/cache").await.json();
@@ -58,7 +57,7 @@ async fn warm_redirects_are_served_from_l1() {
 async fn l1_redirects_answer_like_routed_ones() {
     let db = TestDb::sqlite();
     let clock = ManualClock::new(SystemClock.now_ms());
-    let (app, systems) = app_with(&db, Arc::new(clock.clone()), ServeSettings::default()).await;
+    let (app, systems) = app_with(&db, Arc::new(clock.clone()), &[]).await;
     let code = shorten(&app, "https://example.com/same").await;
     let expiring = post_json(
         &app,
@@ -72,7 +71,7 @@ async fn l1_redirects_answer_like_routed_ones() {
         .to_owned();
     let routed = get(&app, &format!("/{code}")).await; // an L1 miss: the route answers
     let fast = get(&app, &format!("/{code}")).await; // an L1 hit: the fast path answers
-    assert_eq!(systems.bitly.cache_stats().l1_hits, 1);
+    assert_eq!(bitly(&systems).cache_stats().l1_hits, 1);
     for reply in [&routed, &fast] {
         assert_eq!(reply.status, StatusCode::FOUND);
         assert_eq!(reply.header("location"), Some("https://example.com/same"));
@@ -95,7 +94,7 @@ async fn l1_redirects_answer_like_routed_ones() {
     let head =
         send(&app, Request::head(format!("/{code}")).body(Body::empty()).expect("req")).await;
     assert_eq!(head.status, StatusCode::FOUND);
-    systems.bitly.flush_clicks().await.expect("flush");
+    bitly(&systems).flush_clicks().await.expect("flush");
     let stats = get(&app, &format!("/api/bitly/urls/{code}/stats")).await.json();
     assert_eq!(stats["clicks"], 4, "every redirect counted, routed or not");
 
@@ -116,9 +115,9 @@ async fn l1_redirects_answer_like_routed_ones() {
 async fn without_redis_other_instances_are_stale_at_most_one_ttl() {
     let db = TestDb::sqlite();
     let clock = ManualClock::new(SystemClock.now_ms());
-    let settings = || ServeSettings { cache_ttl_ms: Some(10_000), ..Default::default() };
-    let (a, _) = app_with(&db, Arc::new(clock.clone()), settings()).await;
-    let (b, _) = app_with(&db, Arc::new(clock.clone()), settings()).await;
+    let flags = ["--bitly-cache-ttl-ms", "10000"];
+    let (a, _) = app_with(&db, Arc::new(clock.clone()), &flags).await;
+    let (b, _) = app_with(&db, Arc::new(clock.clone()), &flags).await;
     let code = shorten(&a, "https://example.com/v1").await;
     assert_eq!(location(&b, &code).await.as_deref(), Some("https://example.com/v1"));
 
@@ -149,13 +148,9 @@ async fn with_redis_updates_and_deletes_reach_every_instance() {
     };
     for db in TestDb::all("with_redis_updates_and_deletes_reach_every_instance").await {
         // A TTL far longer than the test: only invalidation can explain a fresh read.
-        let settings = || ServeSettings {
-            cache_ttl_ms: Some(3_600_000),
-            redis_url: Some(redis.clone()),
-            ..Default::default()
-        };
-        let (a, _) = app_with(&db, Arc::new(SystemClock), settings()).await;
-        let (b, systems_b) = app_with(&db, Arc::new(SystemClock), settings()).await;
+        let flags = ["--bitly-cache-ttl-ms", "3600000", "--redis-url", &redis];
+        let (a, _) = app_with(&db, Arc::new(SystemClock), &flags).await;
+        let (b, systems_b) = app_with(&db, Arc::new(SystemClock), &flags).await;
         let code = shorten(&a, "https://example.com/one").await;
         assert_eq!(location(&b, &code).await.as_deref(), Some("https://example.com/one"));
         // Shortening also announced the new code (to clear any cached absence); if that
@@ -163,7 +158,7 @@ async fn with_redis_updates_and_deletes_reach_every_instance() {
         // Either way b settles on serving the link from its L1.
         wait_until(|| async {
             location(&b, &code).await.as_deref() == Some("https://example.com/one")
-                && systems_b.bitly.cache_stats().l1_hits >= 1
+                && bitly(&systems_b).cache_stats().l1_hits >= 1
         })
         .await;
 

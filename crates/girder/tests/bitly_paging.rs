@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use common::{TestDb, app_with, get, post_json};
-use girder::config::ServeSettings;
 use girder_core::ManualClock;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -35,7 +34,7 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
 
 async fn check_plan(db: &TestDb, plan: &Plan) {
     let clock = ManualClock::new(1_800_000_000_000);
-    let (app, _) = app_with(db, Arc::new(clock.clone()), ServeSettings::default()).await;
+    let (app, _) = app_with(db, Arc::new(clock.clone()), &[]).await;
     let mut shorten = {
         let app = app.clone();
         let clock = clock.clone();
@@ -132,9 +131,7 @@ async fn paging_under_inserts_never_skips_or_repeats_on_postgres() {
 #[tokio::test]
 async fn bad_cursors_and_limits_get_a_400() {
     let db = TestDb::sqlite();
-    let (app, _) =
-        app_with(&db, Arc::new(ManualClock::new(1_800_000_000_000)), ServeSettings::default())
-            .await;
+    let (app, _) = app_with(&db, Arc::new(ManualClock::new(1_800_000_000_000)), &[]).await;
     for i in 0..3 {
         post_json(&app, "/api/bitly/urls", &json!({"url": format!("https://e.com/{i}")})).await;
     }

@@ -6,7 +6,6 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use girder::config::ServeSettings;
 use girder::lab::{self, LabOptions};
 use girder_core::SystemClock;
 
@@ -44,8 +43,8 @@ async fn ids_quick_run_writes_a_table_results_and_a_plot() {
 
     // The dashboard serves the latest results and plot.
     let db = common::TestDb::sqlite();
-    let settings = ServeSettings { lab_dir: Some(out.path().to_owned()), ..Default::default() };
-    let (app, _) = common::app_with(&db, Arc::new(SystemClock), settings).await;
+    let lab_dir = out.path().display().to_string();
+    let (app, _) = common::app_with(&db, Arc::new(SystemClock), &["--lab-dir", &lab_dir]).await;
     let listed = common::get(&app, "/api/lab").await.json();
     assert_eq!(listed[0]["name"], "ids");
     assert_eq!(listed[0]["result"]["rows"].as_array().map(Vec::len), Some(4));

@@ -13,31 +13,29 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use girder::app::App;
 use girder::app::{self, Systems};
-use girder::config::ServeSettings;
 use girder_core::Clock;
 pub use girder_testkit::backends::TestDb;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-/// An in-process app on `db` with the given clock and extra settings.
-pub async fn app_with(
-    db: &TestDb,
-    clock: Arc<dyn Clock>,
-    settings: ServeSettings,
-) -> (App, Systems) {
-    let settings = ServeSettings {
-        database_url: Some(db.url().to_owned()),
-        public_url: Some("http://sho.rt".to_owned()),
-        db_max_connections: Some(8),
-        ..settings
-    };
-    let config = settings.resolve().expect("valid settings");
+/// An in-process app on `db` with the given clock and extra `serve` flags.
+pub async fn app_with(db: &TestDb, clock: Arc<dyn Clock>, flags: &[&str]) -> (App, Systems) {
+    let mut args = vec![
+        "--database-url",
+        db.url(),
+        "--public-url",
+        "http://sho.rt",
+        "--db-max-connections",
+        "8",
+    ];
+    args.extend_from_slice(flags);
+    let config = girder::config::from_args(&args, None).expect("valid settings");
     let systems = Systems::open(&config, clock).await.expect("open systems");
     (app::router(&systems, &config), systems)
 }
 
 pub async fn app(db: &TestDb) -> (App, Systems) {
-    app_with(db, Arc::new(girder_core::SystemClock), ServeSettings::default()).await
+    app_with(db, Arc::new(girder_core::SystemClock), &[]).await
 }
 
 /// A response, read whole.
@@ -137,4 +135,9 @@ pub fn client() -> reqwest::Client {
         .pool_max_idle_per_host(64)
         .build()
         .expect("client")
+}
+
+/// The running Bit.ly.
+pub fn bitly(systems: &Systems) -> Arc<girder_bitly::Bitly> {
+    systems.get::<girder_bitly::Bitly>().expect("Bit.ly is in the list")
 }

@@ -1,0 +1,18 @@
+//! What every reference system shares on HTTP, written once:
+//!
+//! - [`problem`]: [`Problem`], the RFC 9457 document every error becomes, and the one
+//!   rule for 400 vs 422.
+//! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are problems.
+//! - [`cursor`]: [`CursorCodec`](cursor::CursorCodec), opaque keyset cursors under a
+//!   MAC ("Pattern: Pagination & Cursor-based Fetching").
+//! - [`ratelimit`]: the rules engine and the tower layer every system's API wears
+//!   ("Pattern: Token Bucket for Rate Limiting").
+//!
+//! Pattern crates never depend on this crate; systems and the binary do.
+
+pub mod cursor;
+pub mod extract;
+pub mod problem;
+pub mod ratelimit;
+
+pub use problem::Problem;

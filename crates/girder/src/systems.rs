@@ -1,0 +1,98 @@
+//! The one list of systems. Routes, the OpenAPI document, `/readyz`, shutdown,
+//! `/api/systems`, the dashboard index and `girder serve --help` are all derived from
+//! it: adding a system is its crate plus one line here.
+
+use girder_system::{Live, Plan, Planned, SystemInfo};
+
+const fn planned(
+    slug: &'static str,
+    name: &'static str,
+    summary: &'static str,
+    patterns: &'static [&'static str],
+) -> Planned {
+    Planned(SystemInfo { slug, name, summary, patterns })
+}
+
+/// All sixteen reference systems, in the catalogue's order.
+pub static SYSTEMS: [&dyn Plan; 16] = [
+    &Live::<girder_ticketmaster::Ticketmaster>::new(),
+    &planned(
+        "dropbox",
+        "Dropbox",
+        "large blobs, chunked upload, sync",
+        &[
+            "Chunking & Multipart Upload",
+            "Content-Addressed Storage",
+            "Presigned URLs for Direct Upload/Download",
+        ],
+    ),
+    &Live::<girder_bitly::Bitly>::new(),
+    &Live::<girder_gopuff::GoPuff>::new(),
+    &planned(
+        "newsfeed",
+        "News Feed",
+        "fan-out and pre-computed feeds",
+        &["Pre-computation & Materialized Views", "Database Sharding"],
+    ),
+    &planned(
+        "whatsapp",
+        "WhatsApp",
+        "bi-directional real-time messaging",
+        &["WebSockets for Bi-directional Communication"],
+    ),
+    &planned(
+        "livecomments",
+        "Live Comments",
+        "real-time broadcast to viewers",
+        &["Server-Sent Events (SSE) for Server Push", "Pub/Sub for Event Broadcasting"],
+    ),
+    &planned(
+        "postsearch",
+        "Post Search",
+        "full-text search over posts",
+        &["Inverted Index for Text Search"],
+    ),
+    &planned(
+        "tinder",
+        "Tinder",
+        "geospatial matching",
+        &["Geohashing for Proximity Search", "Bloom Filter for Membership Testing"],
+    ),
+    &planned(
+        "youtube",
+        "YouTube",
+        "video upload, transcoding, adaptive streaming",
+        &["Chunking & Multipart Upload", "Adaptive Bitrate Streaming"],
+    ),
+    &planned(
+        "leetcode",
+        "LeetCode",
+        "isolated code execution",
+        &["Asynchronous Processing with Message Queues"],
+    ),
+    &planned(
+        "webcrawler",
+        "Web Crawler",
+        "distributed crawling pipeline",
+        &["Asynchronous Processing with Message Queues", "Bloom Filter for Membership Testing"],
+    ),
+    &planned(
+        "topk",
+        "YouTube Top-K",
+        "stream aggregation and heavy hitters",
+        &["Stream Processing", "Count-Min Sketch for Frequency Estimation"],
+    ),
+    &Live::<girder_ratelimiter::RateLimiterService>::new(),
+    &planned(
+        "adclicks",
+        "Ad Click Aggregator",
+        "real-time click analytics",
+        &["Stream Processing", "Idempotent Operations"],
+    ),
+    &planned(
+        "uber",
+        "Uber",
+        "ride matching and location updates",
+        &["Redis Geospatial Indexes", "Distributed Locks with TTL"],
+    ),
+];

@@ -1,0 +1,317 @@
+//! Ticketmaster: ticket booking under heavy contention. A seat is sold once, no
+//! seat is sold without a successful charge, and one Idempotency-Key never
+//! charges twice — under any concurrency, across instances sharing a database.
+//!
+//! - Seats move AVAILABLE → RESERVED(until) → SOLD in girder-lock's reservation
+//!   store (Pattern: Status-Based Workflow; Distributed Locks with TTL): a hold is
+//!   all-or-nothing and lapses on its own at `until`.
+//! - Confirmation charges a payment provider that is idempotent per key, guarded
+//!   by an idempotency record per `Idempotency-Key` (Pattern: Idempotency Keys)
+//!   and by a per-reservation claim so two keys never both charge.
+//! - A virtual waiting room admits users at a fixed rate, computed from shared
+//!   data and the clock.
+//!
+//! HTTP surface under `/api/ticketmaster`: venues, events, seat map,
+//! reservations (hold, confirm, cancel) and the queue; see [`TicketmasterApi`].
+
+mod api;
+mod booking;
+mod idempotency;
+mod payment;
+mod seats;
+mod settings;
+mod store;
+mod waiting_room;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use girder_core::Clock;
+use parking_lot::RwLock;
+
+use girder_http::cursor::CursorCodec;
+use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
+
+pub use api::{
+    ConfirmRequest, CreateEventRequest, CreateVenueRequest, ErrorKind, EventPage, EventView,
+    EventsQuery, IDEMPOTENCY_KEY_LEN_MAX, PAGE_LIMIT_MAX, QueueView, ReservationView,
+    ReserveRequest, SeatMap, SeatView, TicketmasterApi, UserQuery, UserRequest, VenueView,
+    WaitingRoomSpec,
+};
+pub use booking::{SEATS_PER_RESERVATION_MAX, seat_id, seat_price};
+pub use idempotency::{Begin, Idempotency};
+pub use payment::{Charge, FakeProvider, PaymentError};
+pub use seats::{HoldError, SeatError, SeatHold, SeatState, Seats};
+pub use settings::TicketmasterSettings;
+pub use store::{Event, Reservation, ReservationState, Section, Store, StoreError, Venue};
+pub use waiting_room::{Admissions, frontier, wait_ms};
+
+/// Everything Ticketmaster needs to start.
+#[derive(Debug, Clone)]
+pub struct TicketmasterConfig {
+    /// How long a hold lasts. Default 600,000 (ten minutes).
+    pub hold_ttl_ms: u64,
+    /// Pause between sweeps of lapsed holds. Default 1,000.
+    pub sweep_interval_ms: u64,
+    /// Most holds and reservation rows one sweep handles. Default 500.
+    pub sweep_batch_max: u32,
+    /// Age after which a `pending` idempotency record is presumed orphaned by a
+    /// dead instance and may be taken over. Default 60,000.
+    pub pending_ttl_ms: u64,
+}
+
+impl TicketmasterConfig {
+    /// The defaults.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            hold_ttl_ms: 600_000,
+            sweep_interval_ms: 1_000,
+            sweep_batch_max: 500,
+            pending_ttl_ms: 60_000,
+        }
+    }
+}
+
+/// The largest number of events and venues kept in the in-process catalogue
+/// cache (they never change once created, so the cache needs no invalidation).
+const CATALOG_CACHE_MAX: usize = 1_024;
+
+/// A running Ticketmaster.
+pub struct Ticketmaster {
+    db: Store,
+    seats: Seats,
+    provider: FakeProvider,
+    idempotency: Idempotency,
+    admissions: Admissions,
+    cursors: CursorCodec,
+    /// Immutable event + venue pairs by event id; bounded by [`CATALOG_CACHE_MAX`].
+    catalog: RwLock<std::collections::HashMap<String, Arc<(Event, Venue)>>>,
+    clock: Arc<dyn Clock>,
+    config: TicketmasterConfig,
+}
+
+impl std::fmt::Debug for Ticketmaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticketmaster")
+            .field("engine", &self.db.engine())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings rows holding the shared keys.
+const CURSOR_KEY_SETTING: &str = "cursor_key";
+const ADMISSION_KEY_SETTING: &str = "admission_key";
+
+impl Ticketmaster {
+    /// Opens Ticketmaster on `context`'s pool, whose tables [`migrations`] has brought
+    /// up to date, with the reservation store on the same pool.
+    ///
+    /// # Errors
+    /// The database cannot be reached, the reservation store's tables cannot be
+    /// created, or a stored key is corrupt.
+    pub async fn open_with(
+        context: &Context,
+        config: TicketmasterConfig,
+    ) -> Result<Arc<Self>, OpenError> {
+        let clock = Arc::clone(&context.clock);
+        let pool = &context.db;
+        let seats = Seats::open(pool, Arc::clone(&clock), config.hold_ttl_ms)
+            .await
+            .map_err(OpenError::storage)?;
+        let provider = FakeProvider::new(pool.clone(), Arc::clone(&clock));
+        let idempotency = Idempotency::new(pool.clone(), config.pending_ttl_ms);
+        let key = |name| girder_sql::shared_key::<32>(pool, store::SETTINGS_TABLE, name);
+        let admissions =
+            Admissions::new(key(ADMISSION_KEY_SETTING).await.map_err(OpenError::storage)?);
+        let cursors = CursorCodec::new(key(CURSOR_KEY_SETTING).await.map_err(OpenError::storage)?);
+        Ok(Arc::new(Self {
+            db: Store::new(pool.clone()),
+            seats,
+            provider,
+            idempotency,
+            admissions,
+            cursors,
+            catalog: RwLock::default(),
+            clock,
+            config,
+        }))
+    }
+
+    /// The fake payment provider (its ledger is in the shared database).
+    #[must_use]
+    pub fn provider(&self) -> &FakeProvider {
+        &self.provider
+    }
+
+    /// The Ticketmaster tables.
+    #[must_use]
+    pub fn db(&self) -> &Store {
+        &self.db
+    }
+
+    /// The reservation store holding seat state.
+    #[must_use]
+    pub fn seats(&self) -> &Seats {
+        &self.seats
+    }
+
+    /// The configuration it runs with.
+    #[must_use]
+    pub fn config(&self) -> &TicketmasterConfig {
+        &self.config
+    }
+
+    /// Now, in the store's unit (signed Unix milliseconds).
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
+    }
+
+    /// Sweeps every `sweep_interval_ms` until `shutdown` resolves. The caller
+    /// joins this future on shutdown.
+    pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let interval = Duration::from_millis(self.config.sweep_interval_ms.max(1));
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(e) = self.sweep_once().await {
+                tracing::warn!(error = %e, "ticketmaster sweep failed");
+            }
+        }
+    }
+
+    /// One bounded sweep: lapsed holds go back to the pool in the reservation
+    /// store, and lapsed reservation rows become `expired`. A lapsed row whose
+    /// confirmation left a charge behind (a payment timeout never retried) has
+    /// the charge refunded — unless the store shows its seats sold by this
+    /// hold, in which case the row is recorded as confirmed. Returns how many
+    /// rows were expired.
+    ///
+    /// # Errors
+    /// A store failed; the next sweep picks up where this one stopped.
+    pub async fn sweep_once(&self) -> Result<usize, ErrorKind> {
+        let batch = self.config.sweep_batch_max.max(1);
+        self.seats.sweep(batch as usize).await?;
+        let due = self.db.due_reservations(self.now_ms(), batch).await?;
+        let mut expired = 0;
+        for reservation in due {
+            if let Some(key) = &reservation.confirming_key {
+                // Only the store knows whether the confirm landed before `until`.
+                if self.seats.sold_by(&reservation).await? {
+                    let charge = self.provider.charges_for(key).await?;
+                    if let Some(charge) = charge.iter().find(|c| !c.refunded) {
+                        self.db.mark_confirmed(&reservation.id, &charge.id).await?;
+                        continue;
+                    }
+                }
+                if self.db.end_hold(&reservation.id, ReservationState::Expired).await? {
+                    expired += 1;
+                }
+                if self.provider.refund_key(key).await? {
+                    metrics::counter!("girder_ticketmaster_refunds_total", "reason" => "abandoned")
+                        .increment(1);
+                }
+            } else if self.db.end_hold(&reservation.id, ReservationState::Expired).await? {
+                expired += 1;
+            }
+        }
+        if expired > 0 {
+            metrics::counter!("girder_ticketmaster_holds_expired_total").increment(expired as u64);
+        }
+        Ok(expired)
+    }
+
+    /// The event and its venue, from the bounded in-process cache or the store.
+    async fn event_and_venue(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<Arc<(Event, Venue)>>, ErrorKind> {
+        if let Some(hit) = self.catalog.read().get(event_id) {
+            return Ok(Some(Arc::clone(hit)));
+        }
+        let Some(event) = self.db.event(event_id).await? else {
+            return Ok(None);
+        };
+        let venue = self
+            .db
+            .venue(&event.venue_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("event {event_id} has no venue")))?;
+        let entry = Arc::new((event, venue));
+        let mut catalog = self.catalog.write();
+        if catalog.len() >= CATALOG_CACHE_MAX {
+            catalog.clear();
+        }
+        catalog.insert(event_id.to_owned(), Arc::clone(&entry));
+        Ok(Some(entry))
+    }
+}
+
+/// A fresh random id with a type prefix: `prefix_` + 32 hex digits.
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{:032x}", rand::random::<u128>())
+}
+
+impl Default for TicketmasterConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Ticketmaster's migrations, one set per engine.
+#[must_use]
+pub fn migrations() -> girder_sql::migrate::Migrations {
+    girder_sql::migrate::Migrations {
+        system: "ticketmaster",
+        sqlite: sqlx::migrate!("migrations/sqlite"),
+        postgres: sqlx::migrate!("migrations/postgres"),
+    }
+}
+
+impl System for Ticketmaster {
+    type Settings = TicketmasterSettings;
+
+    const INFO: SystemInfo = SystemInfo {
+        slug: "ticketmaster",
+        name: "Ticketmaster",
+        summary: "seat holds with expiry, idempotent payment, a virtual waiting room",
+        patterns: &[
+            "Status-Based Workflow",
+            "Distributed Locks with TTL",
+            "Idempotent Operations",
+            "ACID Transactions for Atomicity",
+            "Pagination & Cursor-based Fetching",
+        ],
+    };
+
+    const DASHBOARD: &'static str = include_str!("../assets/ticketmaster.html");
+
+    async fn open(
+        context: &Context,
+        settings: TicketmasterSettings,
+    ) -> Result<Arc<Self>, OpenError> {
+        let config = settings.resolve()?;
+        girder_sql::migrate::run(&context.db, migrations()).await?;
+        Self::open_with(context, config).await
+    }
+
+    fn router(self: &Arc<Self>) -> girder_system::Router {
+        self.api_router()
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        <TicketmasterApi as utoipa::OpenApi>::openapi()
+    }
+
+    async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        self.run_background(shutdown.wait()).await;
+    }
+
+    async fn ready(&self) -> Result<(), BoxError> {
+        Ok(self.db.pool().ping().await?)
+    }
+}

@@ -1,0 +1,242 @@
+//! Seat state in girder-lock's reservation store: one pool per event, one item
+//! per seat, AVAILABLE → RESERVED(until) → SOLD (Pattern: Status-Based
+//! Workflow). The backend follows the database URL (SQLite or PostgreSQL) and
+//! shares Ticketmaster's pool, so seat state survives a restart and every
+//! instance sees the same seats.
+//!
+//! The store's holder is the reservation id, so "sold by this reservation" is
+//! exact even when one user holds the same seat twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use girder_core::Clock;
+use girder_lock::reservation::{
+    ConfirmError, Hold, HoldError as StoreHoldError, ItemStatus, PostgresReservationStore,
+    ReservationConfig, ReservationError, ReservationStore, SqliteReservationStore,
+};
+use serde::{Deserialize, Serialize};
+
+use girder_sql::Db;
+
+use super::store::Reservation;
+
+/// A seat's status on the seat map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SeatState {
+    /// Free to hold (including a lapsed hold).
+    Available,
+    /// Held by a reservation, unexpired.
+    Held,
+    /// Sold.
+    Sold,
+}
+
+/// The reservation store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("reservation store: {0}")]
+pub struct SeatError(pub String);
+
+/// Why a hold was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HoldError {
+    /// These seats are held or sold.
+    #[error("seats taken: {0:?}")]
+    Taken(Vec<String>),
+    /// These seats do not exist.
+    #[error("unknown seats: {0:?}")]
+    Unknown(Vec<String>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] SeatError),
+}
+
+/// A granted hold.
+#[derive(Debug, Clone)]
+pub struct SeatHold {
+    /// The store's hold id.
+    pub id: String,
+    /// When it lapses, Unix milliseconds.
+    pub until_ms: i64,
+}
+
+/// Seats per `add_items` call (the store bounds one call).
+const ADD_CHUNK: usize = 5_000;
+/// Seats per `list` page (the store bounds a page).
+const LIST_PAGE: usize = 1_000;
+
+/// The reservation store on the database Ticketmaster uses.
+#[derive(Clone)]
+pub enum Seats {
+    /// SQLite backend.
+    Sqlite(Arc<SqliteReservationStore>),
+    /// PostgreSQL backend.
+    Postgres(Arc<PostgresReservationStore>),
+}
+
+impl std::fmt::Debug for Seats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "Seats::Sqlite",
+            Self::Postgres(_) => "Seats::Postgres",
+        })
+    }
+}
+
+macro_rules! on_store {
+    ($seats:expr, |$s:ident| $body:expr) => {
+        match $seats {
+            Seats::Sqlite($s) => $body,
+            Seats::Postgres($s) => $body,
+        }
+    };
+}
+
+fn backend(e: impl std::fmt::Display) -> SeatError {
+    SeatError(e.to_string())
+}
+
+impl Seats {
+    /// Opens the store on `db`'s pool, creating its tables.
+    ///
+    /// # Errors
+    /// The tables cannot be created.
+    pub async fn open(db: &Db, clock: Arc<dyn Clock>, hold_ttl_ms: u64) -> Result<Self, SeatError> {
+        let defaults = ReservationConfig::default();
+        let config =
+            ReservationConfig { max_ttl_ms: defaults.max_ttl_ms.max(hold_ttl_ms), ..defaults };
+        Ok(match db {
+            Db::Sqlite(pool) => Self::Sqlite(Arc::new(
+                SqliteReservationStore::new(pool.clone(), config, clock).await.map_err(backend)?,
+            )),
+            Db::Postgres(pool) => Self::Postgres(Arc::new(
+                PostgresReservationStore::new(pool.clone(), config, clock)
+                    .await
+                    .map_err(backend)?,
+            )),
+        })
+    }
+
+    /// Puts `seats` on sale in pool `event_id` (seats already there are left alone).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn add_items(&self, event_id: &str, seats: &[String]) -> Result<(), SeatError> {
+        for chunk in seats.chunks(ADD_CHUNK) {
+            let items: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            on_store!(self, |s| s.add_items(event_id, &items).await.map_err(backend))?;
+        }
+        Ok(())
+    }
+
+    /// Holds all of `seats` for reservation `holder`, or none.
+    ///
+    /// # Errors
+    /// Seats taken or unknown, or the store failed.
+    pub async fn hold(
+        &self,
+        event_id: &str,
+        seats: &[String],
+        holder: &str,
+        ttl_ms: u64,
+    ) -> Result<SeatHold, HoldError> {
+        let items: Vec<&str> = seats.iter().map(String::as_str).collect();
+        let held = on_store!(self, |s| s.hold(event_id, &items, holder, ttl_ms).await);
+        match held {
+            Ok(hold) => Ok(SeatHold {
+                id: hold.hold_id,
+                until_ms: i64::try_from(hold.until_ms).unwrap_or(i64::MAX),
+            }),
+            Err(StoreHoldError::Unavailable { items }) => Err(HoldError::Taken(items)),
+            Err(StoreHoldError::NotFound { items }) => Err(HoldError::Unknown(items)),
+            Err(e) => Err(HoldError::Store(backend(e))),
+        }
+    }
+
+    fn hold_of(r: &Reservation) -> Hold {
+        Hold {
+            pool: r.event_id.clone(),
+            items: r.seats.clone(),
+            holder: r.id.clone(),
+            hold_id: r.hold_id.clone(),
+            until_ms: u64::try_from(r.until_ms).unwrap_or(0),
+        }
+    }
+
+    /// Sells the reservation's seats if its hold still holds them (or already
+    /// sold them). Returns `false` when the hold lapsed or was released.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn confirm(&self, r: &Reservation) -> Result<bool, SeatError> {
+        let hold = Self::hold_of(r);
+        match on_store!(self, |s| s.confirm(&hold).await) {
+            Ok(()) => Ok(true),
+            Err(ConfirmError::Expired | ConfirmError::NotHolder { .. }) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Gives the reservation's seats back where its hold still reserves them.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn release(&self, r: &Reservation) -> Result<(), SeatError> {
+        let hold = Self::hold_of(r);
+        on_store!(self, |s| s.release(&hold).await.map(drop).map_err(backend))
+    }
+
+    /// Whether every seat of the reservation is sold to it.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn sold_by(&self, r: &Reservation) -> Result<bool, SeatError> {
+        for seat in &r.seats {
+            let status = on_store!(self, |s| s.status(&r.event_id, seat).await);
+            match status {
+                Ok(ItemStatus::Sold { holder }) if holder == r.id => {}
+                Ok(_) | Err(ReservationError::NotFound) => return Ok(false),
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every seat's status in `event_id` as of now (lapsed holds read available).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn states(&self, event_id: &str) -> Result<HashMap<String, SeatState>, SeatError> {
+        let mut states = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = on_store!(self, |s| s
+                .list(event_id, after.as_deref(), LIST_PAGE)
+                .await
+                .map_err(backend))?;
+            let full = page.len() == LIST_PAGE;
+            after = page.last().map(|(item, _)| item.clone());
+            for (item, status) in page {
+                let state = match status {
+                    ItemStatus::Available => SeatState::Available,
+                    ItemStatus::Reserved { .. } => SeatState::Held,
+                    ItemStatus::Sold { .. } => SeatState::Sold,
+                };
+                states.insert(item, state);
+            }
+            if !full || after.is_none() {
+                return Ok(states);
+            }
+        }
+    }
+
+    /// Resets up to `max_batch` lapsed holds to available; returns how many.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn sweep(&self, max_batch: usize) -> Result<usize, SeatError> {
+        on_store!(self, |s| s.sweep(max_batch).await.map_err(backend))
+    }
+}
