@@ -1,13 +1,15 @@
 //! `cargo xtask <task>`: the project's automation, in Rust so it runs wherever
 //! cargo does.
 //!
-//! - `ci`: format check, clippy with warnings denied, every test (nextest when
+//! - `ci`: format check, the house rules (`tidy`), clippy with warnings denied, every test (nextest when
 //!   installed, else `cargo test`), doc tests, then schemathesis against a live
 //!   server's `/openapi.json` when schemathesis is installed (required under `CI=true`).
 //! - `schemathesis`: only the last step.
+//! - `tidy`: the house rules of ARCHITECTURE.md, checked on the source tree.
 //! - `bench-http`: shorten/redirect throughput against a bare axum 302 with wrk.
 
 mod bench_http;
+mod tidy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -22,8 +24,9 @@ fn main() -> anyhow::Result<()> {
     match task.as_str() {
         "ci" => ci(&root),
         "schemathesis" => schemathesis(&root),
+        "tidy" => tidy::tidy(&root),
         "bench-http" => bench_http::bench_http(&root),
-        _ => bail!("usage: cargo xtask <ci|schemathesis|bench-http>"),
+        _ => bail!("usage: cargo xtask <ci|tidy|schemathesis|bench-http>"),
     }
 }
 
@@ -61,6 +64,7 @@ fn has_nextest() -> bool {
 fn ci(root: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     run(root, "cargo", &["fmt", "--all", "--check"])?;
+    tidy::tidy(root)?;
     run(
         root,
         "cargo",
