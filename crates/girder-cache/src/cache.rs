@@ -378,7 +378,7 @@ where
         let l2 = if S::ENABLED {
             let ttl_ms = l1::jittered(inner.config.l2_ttl_ms, inner.config.ttl_jitter_fraction);
             let bytes = codec::encode_value(Some(&value), now.saturating_add(ttl_ms))
-                .map_err(|e| WriteError::Encode(e.to_string()))?;
+                .map_err(WriteError::Encode)?;
             Some((bytes, ttl_ms))
         } else {
             None
@@ -638,7 +638,8 @@ where
             }
             Err(err) => {
                 self.counters.l2_errors.inc();
-                tracing::warn!(cache = %self.config.name, %err, "L2 read failed; loading");
+                let err: &dyn std::error::Error = &err;
+                tracing::warn!(cache = %self.config.name, err, "L2 read failed; loading");
                 return None;
             }
         };
@@ -678,7 +679,8 @@ where
         };
         if let Err(err) = self.l2_call(self.l2.fill(&self.l2_key(key), &bytes, ttl_ms)).await {
             self.counters.l2_errors.inc();
-            tracing::warn!(cache = %self.config.name, %err, "L2 fill failed");
+            let err: &dyn std::error::Error = &err;
+            tracing::warn!(cache = %self.config.name, err, "L2 fill failed");
         }
     }
 

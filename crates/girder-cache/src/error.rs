@@ -31,10 +31,11 @@ pub enum BuildError {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum GetError<E> {
-    /// The loader failed. Every caller that waited on the same load gets the same
-    /// error (`Arc::ptr_eq`), and nothing was cached: the next read loads again.
-    #[error("cache loader failed: {0}")]
-    Load(Arc<E>),
+    /// The loader failed (its error is the source). Every caller that waited on the
+    /// same load gets the same error (`Arc::ptr_eq`), and nothing was cached: the next
+    /// read loads again.
+    #[error("cache loader failed")]
+    Load(#[source] Arc<E>),
 }
 
 impl<E> Clone for GetError<E> {
@@ -53,9 +54,10 @@ impl<E> Clone for GetError<E> {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum WriteError {
-    /// The value could not be serialized for L2; nothing was changed anywhere.
-    #[error("cache value cannot be serialized: {0}")]
-    Encode(String),
+    /// The value could not be serialized for L2 (the encoder's error is the source);
+    /// nothing was changed anywhere.
+    #[error("cache value cannot be serialized")]
+    Encode(#[source] postcard::Error),
     /// L2 failed or timed out; L1 of this instance is updated, other instances were
     /// not told.
     #[error(transparent)]

@@ -92,7 +92,7 @@ pub use error::{BuildError, GetError, WriteError};
 pub use key::CacheKey;
 #[cfg(feature = "redis")]
 pub use l2::RedisL2;
-pub use l2::{L2Error, L2Store, MemoryL2, NoL2};
+pub use l2::{L2BackendError, L2Error, L2Store, MemoryL2, NoL2};
 pub use loader::{FnLoader, Loader, loader_fn};
 pub use query_key::QueryKey;
 pub use stats::CacheStats;

@@ -5,13 +5,17 @@
 //! - [`extract`]: `Json`, `Path` and `Query` extractors whose rejections are problems.
 //! - [`cursor`]: [`CursorCodec`](cursor::CursorCodec), opaque keyset cursors under a
 //!   MAC ("Pattern: Pagination & Cursor-based Fetching").
+//! - [`identity`]: signed, expiring bearer tokens and the `Caller` / `Operator`
+//!   extractors, with one rule for 401 vs 403; [`auth`]: the sign-in endpoints.
 //! - [`ratelimit`]: the rules engine and the tower layer every system's API wears
 //!   ("Pattern: Token Bucket for Rate Limiting").
 //!
 //! Pattern crates never depend on this crate; systems and the binary do.
 
+pub mod auth;
 pub mod cursor;
 pub mod extract;
+pub mod identity;
 pub mod problem;
 pub mod ratelimit;
 

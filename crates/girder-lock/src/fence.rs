@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use thiserror::Error;
 
+use crate::BackendError;
+
 /// Why a fenced write was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -41,9 +43,9 @@ pub enum FenceError {
         /// The configured bound.
         max_resources: usize,
     },
-    /// The database failed; the message says how.
-    #[error("fence backend: {0}")]
-    Backend(String),
+    /// The database failed; the source says how.
+    #[error("fence backend")]
+    Backend(#[from] BackendError),
 }
 
 /// In-process fence: the highest token accepted per resource.
@@ -123,11 +125,6 @@ fn stale(presented: u64, highest: i64) -> FenceError {
     FenceError::Stale { presented, highest: u64::try_from(highest).unwrap_or(0) }
 }
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-fn backend(err: &sqlx::Error) -> FenceError {
-    FenceError::Backend(err.to_string())
-}
-
 /// Creates `girder_fences` in PostgreSQL if absent (serialised by an advisory lock, as
 /// concurrent `CREATE TABLE IF NOT EXISTS` can race).
 ///
@@ -137,14 +134,15 @@ fn backend(err: &sqlx::Error) -> FenceError {
 pub async fn create_fence_table_postgres(pool: &sqlx::PgPool) -> Result<(), FenceError> {
     /// ASCII of "girdfenc".
     const CREATE_LOCK_KEY: i64 = 0x6769_7264_6665_6e63;
-    let mut tx = pool.begin().await.map_err(|e| backend(&e))?;
+    let mut tx = pool.begin().await.map_err(BackendError::postgres)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(CREATE_LOCK_KEY)
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
-    sqlx::query(FENCE_TABLE).execute(&mut *tx).await.map_err(|e| backend(&e))?;
-    tx.commit().await.map_err(|e| backend(&e))
+        .map_err(BackendError::postgres)?;
+    sqlx::query(FENCE_TABLE).execute(&mut *tx).await.map_err(BackendError::postgres)?;
+    tx.commit().await.map_err(BackendError::postgres)?;
+    Ok(())
 }
 
 /// Checks and records `token` for `resource` on `conn`, which should be inside the
@@ -169,7 +167,7 @@ pub async fn fence_postgres(
         .bind(token_sql)
         .execute(&mut *conn)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::postgres)?
         .rows_affected();
     if rows > 0 {
         return Ok(());
@@ -179,7 +177,7 @@ pub async fn fence_postgres(
         .bind(resource)
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
     Err(stale(token, highest))
 }
 
@@ -189,7 +187,8 @@ pub async fn fence_postgres(
 /// [`FenceError::Backend`] if the database fails.
 #[cfg(feature = "sqlite")]
 pub async fn create_fence_table_sqlite(conn: &mut SqliteConnection) -> Result<(), FenceError> {
-    sqlx::query(FENCE_TABLE).execute(conn).await.map(|_| ()).map_err(|e| backend(&e))
+    sqlx::query(FENCE_TABLE).execute(conn).await.map_err(BackendError::sqlite)?;
+    Ok(())
 }
 
 /// Checks and records `token` for `resource` on `conn`, which should be inside the
@@ -211,7 +210,7 @@ pub async fn fence_sqlite(
         .bind(token_sql)
         .execute(&mut *conn)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::sqlite)?
         .rows_affected();
     if rows > 0 {
         return Ok(());
@@ -220,7 +219,7 @@ pub async fn fence_sqlite(
         .bind(resource)
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
     Err(stale(token, highest))
 }
 

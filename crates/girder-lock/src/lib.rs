@@ -12,11 +12,16 @@
 //! - [`txn`]: a bounded retry wrapper for serialization failures ("Pattern: ACID
 //!   Transactions for Atomicity").
 //!
-//! Time comes from `girder_core::Clock`, so expiry is tested with a manual clock.
+//! Time comes from `girder_core::Clock`, so expiry is tested with a manual clock. When
+//! an engine fails, a lease, reservation or fence error's `Backend` variant carries a
+//! [`BackendError`], whose source is the driver's own error.
 
+mod backend;
 pub mod fence;
 pub mod lease;
 pub mod reservation;
 pub mod retry;
 pub mod txn;
 pub mod version;
+
+pub use backend::BackendError;

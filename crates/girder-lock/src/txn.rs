@@ -48,9 +48,10 @@ pub enum TxnError {
         /// Attempts made.
         attempts: u32,
     },
-    /// A database error that retrying cannot fix (or an error of the body's own).
+    /// A database error that retrying cannot fix (or an error of the body's own); the
+    /// source says which.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    #[error("database: {0}")]
+    #[error("database")]
     Db(#[from] sqlx::Error),
 }
 

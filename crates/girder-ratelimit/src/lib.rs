@@ -55,6 +55,7 @@
 //! every product below 2^50.
 
 mod algorithm;
+mod backend;
 mod fixed_window;
 mod gcra;
 mod memory;
@@ -75,6 +76,7 @@ pub use crate::redis::{
     BatchedConfig, BatchedLimiter, Coalescing, CoalescingStats, RedisConfig, RedisLimiter,
 };
 pub use algorithm::{Algorithm, AnyAlgorithm, AnyState};
+pub use backend::BackendError;
 pub use fixed_window::{FixedWindow, FixedWindowState};
 pub use gcra::{Gcra, GcraState};
 /// The process's one coarse clock, shared with girder-cache; re-exported so code that
@@ -130,11 +132,13 @@ pub enum LimitError {
         len: usize,
     },
     /// The backend answered, but not as expected (script error, corrupt state); the
-    /// message says how.
-    #[error("rate-limit backend: {0}")]
-    Backend(String),
-    /// The backend cannot be reached (connection refused, dropped, timed out). Whether
-    /// to fail open or closed is the caller's policy; the outcome of the call is unknown.
+    /// source says how.
+    #[error("rate-limit backend")]
+    Backend(#[from] BackendError),
+    /// The backend cannot be reached (connection refused, dropped, timed out), or too
+    /// many checks already wait for it. Whether to fail open or closed is the caller's
+    /// policy; the outcome of the call is unknown. The message says why (it is a
+    /// message, not a source, because callers such as a timeout wrapper raise it too).
     #[error("rate-limit backend unavailable: {0}")]
     Unavailable(String),
 }

@@ -4,8 +4,8 @@
 //!
 //! All systems share one `_sqlx_migrations` table, so versions are unique across the
 //! workspace: a system's versions are its catalogue number times 1,000 plus a
-//! sequence (`3001_links.sql` is Bit.ly's first). Each migrator ignores the versions
-//! of the others.
+//! sequence (`3001_links.sql` is Bit.ly's first); the server's own tables are
+//! versions below 1,000 ([`server`]). Each migrator ignores the versions of the others.
 //!
 //! On PostgreSQL every migrator takes the same advisory lock (sqlx derives it from
 //! the database name), so instances starting together apply each migration once, one
@@ -26,6 +26,19 @@ pub struct Migrations {
     /// The PostgreSQL dialect.
     pub postgres: Migrator,
 }
+
+/// The server's own tables (`girder_settings`: the token signing key), version 1.
+#[must_use]
+pub fn server() -> Migrations {
+    Migrations {
+        system: "server",
+        sqlite: sqlx::migrate!("migrations/sqlite"),
+        postgres: sqlx::migrate!("migrations/postgres"),
+    }
+}
+
+/// The settings table the server's own shared keys live in.
+pub const SERVER_SETTINGS_TABLE: &str = "girder_settings";
 
 /// Why migrations could not be applied.
 #[derive(Debug, thiserror::Error)]

@@ -132,3 +132,29 @@ async fn a_paused_holder_is_fenced_off_in_postgres() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pool_is_the_source_and_a_late_clock_is_its_own_error() {
+    use std::error::Error as _;
+
+    use girder_lock::BackendError;
+    use girder_lock::lease::LeaseError;
+
+    let Some(url) = require(Service::Postgres, "postgres_lease_failure_source") else { return };
+    let pool = postgres_pool(&url).await.unwrap();
+    let store = PostgresLeaseStore::with_clock(pool.clone(), Arc::new(SystemClock)).await.unwrap();
+    // A clock beyond BIGINT milliseconds is refused before anything is sent.
+    let late = ManualClock::new(u64::MAX - 10);
+    let late = PostgresLeaseStore::with_clock(pool.clone(), Arc::new(late)).await.unwrap();
+    assert_eq!(
+        late.try_acquire("k", 1_000).await,
+        Err(LeaseError::ClockOverflow { at_ms: u64::MAX - 10 })
+    );
+
+    pool.close().await;
+    let err = store.try_acquire(&unique_name("k"), 1_000).await.unwrap_err();
+    assert!(matches!(err, LeaseError::Backend(BackendError::Postgres(_))), "{err:?}");
+    assert_eq!(err.to_string(), "lease backend");
+    let driver = err.source().and_then(|e| e.source()).and_then(|e| e.downcast_ref());
+    assert!(matches!(driver, Some(sqlx::Error::PoolClosed)), "{err:?}");
+}

@@ -92,3 +92,28 @@ async fn redis_keys_expire_for_gc_only_and_fence_counters_persist() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_failure_keeps_the_driver_error_as_its_source() {
+    use std::error::Error as _;
+
+    use girder_lock::BackendError;
+    use girder_lock::lease::LeaseError;
+
+    let Some(url) = require(Service::Redis, "redis_lease_failure_source") else { return };
+    let clock = ManualClock::new(SystemClock.now_ms());
+    let a = store(&url, &config(), &clock).await;
+    let mut admin = redis_manager(&url).await.unwrap();
+    // A list where the lease's string should be: the script's GET fails on the server.
+    let _: i64 =
+        redis::cmd("RPUSH").arg(a.lease_key("k")).arg("x").query_async(&mut admin).await.unwrap();
+    let err = a.try_acquire("k", 1_000).await.unwrap_err();
+    assert!(matches!(err, LeaseError::Backend(BackendError::Redis(_))), "{err:?}");
+    assert_eq!(err.to_string(), "lease backend");
+    let backend = err.source().expect("the backend error");
+    assert_eq!(backend.to_string(), "redis");
+    let driver = backend.source().and_then(|e| e.downcast_ref::<redis::RedisError>());
+    let driver = driver.expect("the redis error itself");
+    assert!(driver.to_string().contains("WRONGTYPE"), "{driver}");
+    let _: i64 = redis::cmd("DEL").arg(a.lease_key("k")).query_async(&mut admin).await.unwrap();
+}

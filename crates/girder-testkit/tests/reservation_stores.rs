@@ -102,3 +102,28 @@ async fn redis_reservation_store_conforms() {
         redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
     let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_postgres_pool_is_the_source_of_the_backend_error() {
+    use std::error::Error as _;
+
+    use girder_lock::BackendError;
+    use girder_lock::reservation::{ReservationError, ReservationStore};
+
+    let Some(url) = require(Service::Postgres, "postgres_reservation_failure_source") else {
+        return;
+    };
+    let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let clock = Arc::new(clock());
+    let store = PostgresReservationStore::new(pool.clone(), ReservationConfig::default(), clock)
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = store.status(&unique_name("pool"), "s1").await.unwrap_err();
+    assert!(matches!(err, ReservationError::Backend(BackendError::Postgres(_))), "{err:?}");
+    assert_eq!(err.to_string(), "reservation backend");
+    let backend = err.source().expect("the backend error");
+    assert_eq!(backend.to_string(), "postgres");
+    let driver = backend.source().and_then(|e| e.downcast_ref());
+    assert!(matches!(driver, Some(sqlx::Error::PoolClosed)), "{err:?}");
+}

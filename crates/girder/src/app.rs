@@ -29,6 +29,9 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct Systems {
     running: Arc<[Box<dyn Running>]>,
+    /// Who is calling: the tokens every extractor verifies, and sign-in.
+    auth: girder_http::auth::Auth,
+    tokens: girder_http::identity::Tokens,
     /// The rate limits on every system's API (`None`: off).
     ratelimit: Option<RateLimitLayer>,
     /// The one pool every system shares.
@@ -72,6 +75,22 @@ impl Systems {
         let db = girder_sql::Db::connect(&config.database_url, config.pool)
             .await
             .context("opening the database")?;
+        girder_sql::migrate::run(&db, girder_sql::migrate::server()).await?;
+        // One signing key for every instance sharing the database.
+        let key = girder_sql::shared_key::<32>(
+            &db,
+            girder_sql::migrate::SERVER_SETTINGS_TABLE,
+            "token_key",
+        )
+        .await
+        .context("the token signing key")?;
+        let tokens = girder_http::identity::Tokens::new(&key, config.token_ttl_secs);
+        let operators = match &config.operator_password {
+            Some(password) => girder_http::auth::OperatorAccess::password(password)
+                .map_err(|e| anyhow::anyhow!("hashing the operator password: {e}"))?,
+            None => girder_http::auth::OperatorAccess::Demo,
+        };
+        let auth = girder_http::auth::Auth::new(tokens.clone(), operators, Arc::clone(&clock));
         let context = SystemContext {
             db: db.clone(),
             redis_url: config.redis_url.clone(),
@@ -102,7 +121,7 @@ impl Systems {
         }
         .transpose()
         .context("rate limits")?;
-        Ok(Self { running: running.into(), ratelimit, db })
+        Ok(Self { running: running.into(), auth, tokens, ratelimit, db })
     }
 
     /// The running system of type `S`, if it is in the list.
@@ -115,6 +134,12 @@ impl Systems {
     #[must_use]
     pub fn running(&self) -> &[Box<dyn Running>] {
         &self.running
+    }
+
+    /// The tokens this server issues and accepts (tests sign callers in with them).
+    #[must_use]
+    pub const fn tokens(&self) -> &girder_http::identity::Tokens {
+        &self.tokens
     }
 
     /// The one pool.
@@ -161,6 +186,7 @@ struct ServerApi;
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ServerApi::openapi();
+    doc.merge(girder_http::auth::AuthApi::openapi());
     for document in SYSTEMS.iter().filter_map(|plan| plan.openapi()) {
         doc.merge(document);
     }
@@ -198,6 +224,7 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
         .route("/dashboard/lab", get(|| async { Html(include_str!("../assets/lab.html")) }))
         .route("/assets/app.css", get(stylesheet))
+        .route("/assets/girder.js", get(script))
         .route("/api/lab", get(lab_results))
         .route("/api/lab/{experiment}/plot.svg", get(lab_plot))
         .route("/healthz", get(healthz))
@@ -219,7 +246,7 @@ pub fn router(systems: &Systems, config: &Config) -> App {
     // per route. Redirects, the hot path, skip those two layers: they are counted by
     // the click buffer, and together the layers cost more than the redirect itself
     // (see BENCHMARKS.md).
-    let mut observed = Router::new().merge(ops);
+    let mut observed = Router::new().merge(ops).nest("/api/auth", systems.auth.clone().router());
     for system in systems.running() {
         observed = observed.nest(&format!("/api/{}", system.info().slug), system.router());
     }
@@ -242,6 +269,7 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         router = router.layer(limits.clone());
     }
     let router = router
+        .layer(systems.tokens.clone().layer())
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));
@@ -361,6 +389,18 @@ async fn stylesheet() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "max-age=300")],
         include_str!("../assets/app.css"),
+    )
+        .into_response()
+}
+
+/// The dashboard's one shared script: it signs the pages in (a demo identity per tab).
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("../assets/girder.js"),
     )
         .into_response()
 }

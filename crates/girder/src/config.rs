@@ -64,6 +64,19 @@ pub struct ServeSettings {
     /// Where `girder lab` results are read from for the dashboard [default: ./girder-lab].
     #[arg(long, env = "GIRDER_LAB_DIR")]
     pub lab_dir: Option<PathBuf>,
+    /// The operator's password (kept only as an argon2 hash): operators sign in at
+    /// `POST /api/auth/token`. Unset: any caller may take a demo operator token at
+    /// `POST /api/auth/demo`, which suits a demo and nothing else [default: unset].
+    #[arg(
+        long,
+        env = "GIRDER_OPERATOR_PASSWORD",
+        help_heading = "Identity",
+        hide_env_values = true
+    )]
+    pub operator_password: Option<String>,
+    /// How long a bearer token stays valid, in seconds (60–2,592,000) [default: 86400].
+    #[arg(long, env = "GIRDER_TOKEN_TTL_SECS", help_heading = "Identity")]
+    pub token_ttl_secs: Option<u64>,
 }
 
 /// What the rate limits do when Redis fails.
@@ -134,6 +147,10 @@ pub struct Config {
     pub lab_dir: PathBuf,
     /// The rate limits every system's API gets.
     pub ratelimit: RateLimitSettings,
+    /// The operator's password; `None`: demo operator tokens.
+    pub operator_password: Option<String>,
+    /// Bearer token lifetime.
+    pub token_ttl_secs: u64,
     /// The `serve` arguments, from which each system reads its flags.
     pub matches: ArgMatches,
     /// The config file, from which each system reads its `[<slug>]` table.
@@ -177,6 +194,8 @@ impl ServeSettings {
             ratelimit_rules: self.ratelimit_rules.or(other.ratelimit_rules),
             ratelimit_failure: self.ratelimit_failure.or(other.ratelimit_failure),
             lab_dir: self.lab_dir.or(other.lab_dir),
+            operator_password: self.operator_password.or(other.operator_password),
+            token_ttl_secs: self.token_ttl_secs.or(other.token_ttl_secs),
         }
     }
 
@@ -213,6 +232,13 @@ impl ServeSettings {
             Failure::Open => FailurePolicy::Open,
             Failure::Closed => FailurePolicy::Closed,
         };
+        let token_ttl_secs = self.token_ttl_secs.unwrap_or(86_400);
+        if !(60..=2_592_000).contains(&token_ttl_secs) {
+            bail!("token_ttl_secs must be 60..=2592000, got {token_ttl_secs}");
+        }
+        if self.operator_password.as_deref().is_some_and(|p| p.len() < 8 || p.len() > 1024) {
+            bail!("operator_password must be 8 to 1024 bytes");
+        }
         let public_url = self.public_url.unwrap_or_else(|| format!("http://{bind}"));
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
             bail!("public_url must start with http:// or https://, got {public_url:?}");
@@ -228,6 +254,8 @@ impl ServeSettings {
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(10_000),
             lab_dir: self.lab_dir.unwrap_or_else(|| PathBuf::from("girder-lab")),
             ratelimit: RateLimitSettings { rules, failure },
+            operator_password: self.operator_password,
+            token_ttl_secs,
             matches,
             file,
         })

@@ -217,9 +217,19 @@ async fn hold_and_buy_a_seat_on_the_seat_map() {
     let http = reqwest::Client::new();
     let event = driver.property("#event", "value").await;
     let event = event.as_str().expect("event id");
+    let someone_else: Value = http
+        .post(format!("{}/api/auth/demo", server.base))
+        .send()
+        .await
+        .expect("sign in")
+        .json()
+        .await
+        .expect("token");
+    let bearer = format!("Bearer {}", someone_else["token"].as_str().expect("token"));
     let held = http
         .post(format!("{}/api/ticketmaster/events/{event}/reservations", server.base))
-        .json(&json!({"user": "someone-else", "seats": ["B-2-3"]}))
+        .header("authorization", bearer)
+        .json(&json!({"seats": ["B-2-3"]}))
         .send()
         .await
         .expect("reserve");

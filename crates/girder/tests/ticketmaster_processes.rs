@@ -14,14 +14,31 @@ use girder_core::services::{Service, require};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    let reply = http.post(url).json(&body).send().await.expect("request");
+/// A bearer token for a fresh demo identity from the server at `base` (`role`: `user`
+/// or `operator`). The signing key is shared through the database, so the token
+/// works on every instance.
+async fn sign_in(http: &reqwest::Client, base: &str, role: &str) -> String {
+    let reply = http
+        .post(format!("{base}/api/auth/demo"))
+        .json(&json!({ "role": role }))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(reply.status().as_u16(), 201);
+    let token: Value = reply.json().await.expect("token");
+    format!("Bearer {}", token["token"].as_str().expect("token"))
+}
+
+async fn post(http: &reqwest::Client, url: String, auth: &str, body: Value) -> (u16, Value) {
+    let reply =
+        http.post(url).header("authorization", auth).json(&body).send().await.expect("request");
     let status = reply.status().as_u16();
     (status, reply.json().await.unwrap_or(Value::Null))
 }
 
 /// A venue with `sections` sections of one row of `per_row` seats, and an event there.
 async fn event(http: &reqwest::Client, base: &str, sections: usize, per_row: u32) -> String {
+    let operator = sign_in(http, base, "operator").await;
     let names = ["A", "B", "C", "D", "E", "F", "G", "H", "J", "K"];
     let sections: Vec<Value> = names[..sections]
         .iter()
@@ -30,6 +47,7 @@ async fn event(http: &reqwest::Client, base: &str, sections: usize, per_row: u32
     let (status, venue) = post(
         http,
         format!("{base}/api/ticketmaster/venues"),
+        &operator,
         json!({"name": "Arena", "city": "Springfield", "sections": sections}),
     )
     .await;
@@ -37,6 +55,7 @@ async fn event(http: &reqwest::Client, base: &str, sections: usize, per_row: u32
     let (status, event) = post(
         http,
         format!("{base}/api/ticketmaster/events"),
+        &operator,
         json!({"name": "Finals", "venue_id": venue["id"], "starts_at": "2999-06-01T20:00:00Z", "waiting_room": null}),
     )
     .await;
@@ -106,11 +125,12 @@ async fn three_instances_sell_each_seat_exactly_once() {
             let _permit = permit;
             let base = &bases[attempt % bases.len()];
             let seat = &seats[(attempt * 7_919) % seats.len()];
-            let user = format!("fan-{attempt}");
+            let user = sign_in(&http, base, "user").await;
             let (status, held) = post(
                 &http,
                 format!("{base}/api/ticketmaster/events/{event}/reservations"),
-                json!({"user": user, "seats": [seat]}),
+                &user,
+                json!({"seats": [seat]}),
             )
             .await;
             match status {
@@ -124,7 +144,8 @@ async fn three_instances_sell_each_seat_exactly_once() {
             let reply = http
                 .post(format!("{other}/api/ticketmaster/reservations/{id}/confirm"))
                 .header("idempotency-key", format!("pay-{attempt}"))
-                .json(&json!({"user": user, "payment_token": "tok_ok"}))
+                .header("authorization", &user)
+                .json(&json!({"payment_token": "tok_ok"}))
                 .send()
                 .await
                 .expect("confirm");
@@ -185,32 +206,36 @@ async fn a_killed_instances_holds_lapse_on_time_and_its_sales_survive() {
         let http = client();
         let event = event(&http, &first.base, 1, 4).await;
         let base = first.base.clone();
-        let reserve = |seat: &'static str, user: &'static str| {
+        let buyer = sign_in(&http, &base, "user").await;
+        let holder = sign_in(&http, &base, "user").await;
+        let reserve = |seat: &'static str, user: String| {
             let (http, base, event) = (http.clone(), base.clone(), event.clone());
             async move {
                 let (status, body) = post(
                     &http,
                     format!("{base}/api/ticketmaster/events/{event}/reservations"),
-                    json!({"user": user, "seats": [seat]}),
+                    &user,
+                    json!({"seats": [seat]}),
                 )
                 .await;
                 assert_eq!(status, 201, "{body}");
                 body
             }
         };
-        let sold = reserve("A-1-1", "buyer").await;
+        let sold = reserve("A-1-1", buyer.clone()).await;
         let reply = http
             .post(format!(
                 "{base}/api/ticketmaster/reservations/{}/confirm",
                 sold["id"].as_str().expect("id")
             ))
             .header("idempotency-key", "kill-test-pay")
-            .json(&json!({"user": "buyer", "payment_token": "tok_ok"}))
+            .header("authorization", &buyer)
+            .json(&json!({"payment_token": "tok_ok"}))
             .send()
             .await
             .expect("confirm");
         assert_eq!(reply.status().as_u16(), 200, "{}", reply.text().await.unwrap_or_default());
-        let held = reserve("A-1-2", "holder").await;
+        let held = reserve("A-1-2", holder).await;
         let expires_ms = rfc3339_ms(held["expires_at"].as_str().expect("expires_at"));
         first.kill();
 
@@ -247,7 +272,8 @@ async fn a_killed_instances_holds_lapse_on_time_and_its_sales_survive() {
         let (status, _) = post(
             &http,
             format!("{}/api/ticketmaster/events/{event}/reservations", second.base),
-            json!({"user": "next", "seats": ["A-1-2"]}),
+            &sign_in(&http, &second.base, "user").await,
+            json!({"seats": ["A-1-2"]}),
         )
         .await;
         assert_eq!(status, 201);

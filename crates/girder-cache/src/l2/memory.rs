@@ -11,7 +11,7 @@ use girder_core::Clock;
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 
-use super::{L2Error, L2Store, ListenEvent, Notice};
+use super::{L2BackendError, L2Error, L2Store, ListenEvent, Notice};
 
 /// Bounds of a [`MemoryL2`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl MemoryL2 {
 
     fn check_available(&self) -> Result<(), L2Error> {
         if self.shared.down.load(Ordering::SeqCst) {
-            return Err(L2Error::Backend("memory L2 made unavailable".to_owned()));
+            return Err(L2BackendError::MadeUnavailable.into());
         }
         Ok(())
     }

@@ -25,9 +25,9 @@ pub use redis::{RedisL2, RedisL2Config};
 #[non_exhaustive]
 pub enum L2Error {
     /// The backend failed: connection refused or lost, a command error, an unexpected
-    /// reply. The message says which.
-    #[error("L2 backend: {0}")]
-    Backend(String),
+    /// reply. The source says which.
+    #[error("L2 backend")]
+    Backend(#[from] L2BackendError),
     /// The call did not finish within the cache's `l2_timeout_ms`.
     #[error("L2 call timed out after {after_ms} ms")]
     Timeout {
@@ -35,6 +35,66 @@ pub enum L2Error {
         after_ms: u64,
     },
 }
+
+/// What an L2 backend failed with: the driver's own error, when there is one, is the
+/// source.
+///
+/// Driver errors are held in an `Arc` so [`L2Error`] stays `Clone`; equality is
+/// identity for them (a driver error equals only itself and its clones).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum L2BackendError {
+    /// Redis failed: connection refused or lost, a command error, an invalid URL.
+    #[cfg(feature = "redis")]
+    Redis(Arc<::redis::RedisError>),
+    /// A [`MemoryL2`] was made unavailable ([`MemoryL2::set_available`], fault
+    /// injection).
+    MadeUnavailable,
+}
+
+#[cfg(feature = "redis")]
+impl From<::redis::RedisError> for L2BackendError {
+    fn from(err: ::redis::RedisError) -> Self {
+        Self::Redis(Arc::new(err))
+    }
+}
+
+impl std::fmt::Display for L2BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The driver's message is the source's, not repeated here.
+        match self {
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => f.write_str("redis"),
+            Self::MadeUnavailable => f.write_str("memory L2 made unavailable"),
+        }
+    }
+}
+
+impl std::error::Error for L2BackendError {
+    /// The driver's error itself (not its `Arc`), so it can be downcast.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            #[cfg(feature = "redis")]
+            Self::Redis(err) => Some(&**err),
+            Self::MadeUnavailable => None,
+        }
+    }
+}
+
+impl PartialEq for L2BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            #[cfg(feature = "redis")]
+            (Self::Redis(a), Self::Redis(b)) => Arc::ptr_eq(a, b),
+            (Self::MadeUnavailable, Self::MadeUnavailable) => true,
+            // Without the `redis` feature `MadeUnavailable` is the only variant.
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+impl Eq for L2BackendError {}
 
 /// A message to publish on a channel along with a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

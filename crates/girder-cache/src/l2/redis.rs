@@ -52,8 +52,8 @@ impl std::fmt::Debug for RedisL2 {
     }
 }
 
-fn backend(err: &redis::RedisError) -> L2Error {
-    L2Error::Backend(format!("redis: {err}"))
+fn backend(err: redis::RedisError) -> L2Error {
+    L2Error::Backend(err.into())
 }
 
 impl RedisL2 {
@@ -62,8 +62,8 @@ impl RedisL2 {
     /// # Errors
     /// [`L2Error::Backend`] when the URL is invalid or the server unreachable.
     pub async fn connect(url: &str) -> Result<Self, L2Error> {
-        let client = redis::Client::open(url).map_err(|e| backend(&e))?;
-        let conn = client.get_connection_manager().await.map_err(|e| backend(&e))?;
+        let client = redis::Client::open(url).map_err(backend)?;
+        let conn = client.get_connection_manager().await.map_err(backend)?;
         Ok(Self::new(client, conn, RedisL2Config::default()))
     }
 
@@ -76,8 +76,8 @@ impl RedisL2 {
     async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, L2Error> {
         let timeout = Duration::from_millis(self.config.subscribe_timeout_ms);
         let connect = async {
-            let mut pubsub = self.client.get_async_pubsub().await.map_err(|e| backend(&e))?;
-            pubsub.subscribe(channel).await.map_err(|e| backend(&e))?;
+            let mut pubsub = self.client.get_async_pubsub().await.map_err(backend)?;
+            pubsub.subscribe(channel).await.map_err(backend)?;
             Ok(pubsub)
         };
         tokio::time::timeout(timeout, connect)
@@ -89,7 +89,7 @@ impl RedisL2 {
 impl L2Store for RedisL2 {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
         let mut conn = self.conn.clone();
-        redis::cmd("GET").arg(key).query_async(&mut conn).await.map_err(|e| backend(&e))
+        redis::cmd("GET").arg(key).query_async(&mut conn).await.map_err(backend)
     }
 
     async fn fill(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<bool, L2Error> {
@@ -102,7 +102,7 @@ impl L2Store for RedisL2 {
             .arg("NX")
             .query_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(backend)?;
         // NX: nil when the key existed, OK when stored.
         Ok(!matches!(reply, redis::Value::Nil))
     }
@@ -129,7 +129,7 @@ impl L2Store for RedisL2 {
             .ignore()
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| backend(&e))
+            .map_err(backend)
     }
 
     async fn listen(&self, channel: &str, on_event: &(dyn Fn(ListenEvent<'_>) + Send + Sync)) {
@@ -150,12 +150,35 @@ impl L2Store for RedisL2 {
                     tracing::warn!(channel, "redis invalidation subscription lost; reconnecting");
                 }
                 Err(err) => {
-                    tracing::warn!(channel, %err, delay_ms, "redis invalidation subscribe failed");
+                    let err: &dyn std::error::Error = &err;
+                    tracing::warn!(channel, err, delay_ms, "redis invalidation subscribe failed");
                 }
             }
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             delay_ms =
                 delay_ms.saturating_mul(2).min(self.config.reconnect_delay_max_ms.max(min_ms));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::L2BackendError;
+
+    #[tokio::test]
+    async fn a_driver_failure_is_the_source_of_the_backend_error() {
+        // Refused by the driver before any connection (an unreachable server would
+        // do too, but the connection manager retries for minutes first).
+        let err = RedisL2::connect("redis://127.0.0.1:notaport/").await.expect_err("bad url");
+        assert!(matches!(err, L2Error::Backend(L2BackendError::Redis(_))), "{err:?}");
+        assert_eq!(err.to_string(), "L2 backend");
+        let backend = err.source().expect("the backend error");
+        assert_eq!(backend.to_string(), "redis");
+        let driver = backend.source().and_then(|e| e.downcast_ref::<redis::RedisError>());
+        let driver = driver.expect("the redis error itself");
+        assert_eq!(driver.kind(), redis::ErrorKind::InvalidClientConfig, "{driver}");
     }
 }

@@ -51,6 +51,8 @@ use girder_core::Clock;
 use rand::Rng;
 use thiserror::Error;
 
+use crate::BackendError;
+
 pub use memory::{MemoryLeaseConfig, MemoryLeaseStore};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresLeaseStore;
@@ -102,9 +104,16 @@ pub enum LeaseError {
     /// The [`AcquireConfig`] is unusable (the message says why).
     #[error("invalid acquire config: {0}")]
     InvalidConfig(&'static str),
-    /// The backend failed (connection, query, unexpected data); the message says how.
-    #[error("lease backend: {0}")]
-    Backend(String),
+    /// The clock reads a time the store cannot hold (beyond PostgreSQL's `BIGINT`
+    /// milliseconds); nothing was sent.
+    #[error("clock overflow: {at_ms} ms since the epoch does not fit the lease store")]
+    ClockOverflow {
+        /// The time (now, or now plus the TTL) that did not fit.
+        at_ms: u64,
+    },
+    /// The backend failed (connection, query, unexpected data); the source says how.
+    #[error("lease backend")]
+    Backend(#[from] BackendError),
 }
 
 /// Who holds a lease: a random 128-bit id drawn afresh for every acquisition, so two
@@ -214,7 +223,8 @@ impl Lease {
 ///
 /// Failures admitted: [`LeaseError::Backend`] when the store is unreachable — the
 /// outcome of that call is then unknown (an acquire may have succeeded; its lease just
-/// expires), and [`LeaseError::InvalidKey`] / [`LeaseError::InvalidTtl`] for bad input.
+/// expires), [`LeaseError::InvalidKey`] / [`LeaseError::InvalidTtl`] for bad input, and
+/// [`LeaseError::ClockOverflow`] for a clock beyond what the store can hold.
 pub trait LeaseStore: Send + Sync {
     /// Acquires `key` for `ttl_ms` if no live lease holds it: `Ok(None)` when another
     /// holder has a live lease, otherwise a new lease with a fresh holder id and a token

@@ -7,6 +7,7 @@ use girder_core::Clock;
 use sqlx::PgPool;
 
 use super::{Holder, Lease, LeaseError, LeaseStore, check_key, check_ttl, system_clock};
+use crate::BackendError;
 
 /// Advisory-lock key serialising table creation across processes (concurrent
 /// `CREATE … IF NOT EXISTS` can fail on `pg_type`). ASCII of "girdlease".
@@ -41,7 +42,8 @@ impl PostgresLeaseStore {
     /// A store on `pool` with the system clock, creating the table and sequence if absent.
     ///
     /// # Errors
-    /// [`LeaseError::Backend`] if the database cannot be reached or written.
+    /// [`LeaseError::Backend`] (with [`BackendError::Postgres`]) if the database cannot
+    /// be reached or written.
     pub async fn new(pool: PgPool) -> Result<Self, LeaseError> {
         Self::with_clock(pool, system_clock()).await
     }
@@ -50,36 +52,35 @@ impl PostgresLeaseStore {
     /// absent.
     ///
     /// # Errors
-    /// [`LeaseError::Backend`] if the database cannot be reached or written.
+    /// [`LeaseError::Backend`] (with [`BackendError::Postgres`]) if the database cannot
+    /// be reached or written.
     pub async fn with_clock(pool: PgPool, clock: Arc<dyn Clock>) -> Result<Self, LeaseError> {
-        let mut tx = pool.begin().await.map_err(|e| backend(&e))?;
+        let mut tx = pool.begin().await.map_err(BackendError::postgres)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CREATE_LOCK_KEY)
             .execute(&mut *tx)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::postgres)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS girder_leases (key TEXT PRIMARY KEY, \
              holder TEXT NOT NULL, token BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         sqlx::query("CREATE SEQUENCE IF NOT EXISTS girder_lease_tokens")
             .execute(&mut *tx)
             .await
-            .map_err(|e| backend(&e))?;
-        tx.commit().await.map_err(|e| backend(&e))?;
+            .map_err(BackendError::postgres)?;
+        tx.commit().await.map_err(BackendError::postgres)?;
         Ok(Self { pool, clock })
     }
 
     /// The current time and `now + ttl_ms`, both as `BIGINT`s.
     fn now_and_expiry(&self, ttl_ms: u64) -> Result<(i64, i64), LeaseError> {
         let now = self.clock.now_ms();
-        let to_sql = |ms: u64| {
-            i64::try_from(ms)
-                .map_err(|_| LeaseError::Backend(format!("time {ms} ms beyond BIGINT")))
-        };
+        let to_sql =
+            |ms: u64| i64::try_from(ms).map_err(|_| LeaseError::ClockOverflow { at_ms: ms });
         Ok((to_sql(now)?, to_sql(now.saturating_add(ttl_ms))?))
     }
 }
@@ -104,12 +105,11 @@ impl LeaseStore for PostgresLeaseStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         let Some(token) = token else { return Ok(None) };
-        let token = u64::try_from(token)
-            .ok()
-            .filter(|&t| t > 0)
-            .ok_or_else(|| LeaseError::Backend(format!("sequence returned token {token}")))?;
+        let token = u64::try_from(token).ok().filter(|&t| t > 0).ok_or_else(|| {
+            BackendError::Unexpected(format!("girder_lease_tokens returned token {token}"))
+        })?;
         #[allow(clippy::cast_sign_loss)] // non-negative: checked in now_and_expiry
         Ok(Some(Lease::new(Arc::from(key), holder, token, expires_at_ms as u64)))
     }
@@ -128,7 +128,7 @@ impl LeaseStore for PostgresLeaseStore {
         .bind(now)
         .execute(&self.pool)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::postgres)?
         .rows_affected();
         if rows == 0 {
             return Err(LeaseError::NotHolder);
@@ -149,7 +149,7 @@ impl LeaseStore for PostgresLeaseStore {
         .bind(now)
         .execute(&self.pool)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::postgres)?
         .rows_affected();
         if rows == 0 { Err(LeaseError::NotHolder) } else { Ok(()) }
     }
@@ -158,8 +158,4 @@ impl LeaseStore for PostgresLeaseStore {
 fn token_sql(lease: &Lease) -> Result<i64, LeaseError> {
     // Tokens come from a BIGINT sequence; a larger one was never granted here.
     i64::try_from(lease.token()).map_err(|_| LeaseError::NotHolder)
-}
-
-fn backend(err: &sqlx::Error) -> LeaseError {
-    LeaseError::Backend(format!("postgres: {err}"))
 }

@@ -8,6 +8,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{Holder, Lease, LeaseError, LeaseStore, check_key, check_ttl, system_clock};
+use crate::BackendError;
 
 /// Acquire. KEYS: lease, fence counter. ARGV: holder, now_ms, expires_at_ms, pexpire_ms.
 /// Returns the new token, or 0 when a live lease holds the key.
@@ -158,12 +159,13 @@ impl LeaseStore for RedisLeaseStore {
             .arg(self.pexpire_ms(ttl_ms))
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::redis)?;
         if token == 0 {
             return Ok(None);
         }
-        let token = u64::try_from(token)
-            .map_err(|_| LeaseError::Backend(format!("fence counter holds {token}")))?;
+        let token = u64::try_from(token).map_err(|_| {
+            BackendError::Unexpected(format!("fence counter {} holds {token}", self.fence_key(key)))
+        })?;
         Ok(Some(Lease::new(Arc::from(key), holder, token, expires_at_ms)))
     }
 
@@ -181,7 +183,7 @@ impl LeaseStore for RedisLeaseStore {
             .arg(self.pexpire_ms(ttl_ms))
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::redis)?;
         if extended == 1 {
             Ok(lease.with_expiry(expires_at_ms))
         } else {
@@ -199,11 +201,7 @@ impl LeaseStore for RedisLeaseStore {
             .arg(now)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::redis)?;
         if released == 1 { Ok(()) } else { Err(LeaseError::NotHolder) }
     }
-}
-
-fn backend(err: &redis::RedisError) -> LeaseError {
-    LeaseError::Backend(format!("redis: {err}"))
 }

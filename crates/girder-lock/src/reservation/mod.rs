@@ -40,6 +40,7 @@ use std::future::Future;
 
 use thiserror::Error;
 
+use crate::BackendError;
 use crate::retry::RetryPolicy;
 
 pub use memory::MemoryReservationStore;
@@ -153,9 +154,16 @@ pub enum HoldError {
     /// No items, or the same item twice.
     #[error("invalid items: {0}")]
     InvalidItems(String),
-    /// The backend failed; the message says how.
-    #[error("reservation backend: {0}")]
-    Backend(String),
+    /// The clock reads so late that the hold's deadline would pass 2^53 ms, beyond
+    /// what every backend stores exactly; nothing was sent.
+    #[error("clock overflow: a hold at {now_ms} ms would end beyond 2^53 ms")]
+    ClockOverflow {
+        /// The clock's reading.
+        now_ms: u64,
+    },
+    /// The backend failed; the source says how.
+    #[error("reservation backend")]
+    Backend(#[from] BackendError),
 }
 
 /// Why a confirm was refused. Nothing was sold.
@@ -184,9 +192,9 @@ pub enum ConfirmError {
         /// The bound.
         max: usize,
     },
-    /// The backend failed; the message says how.
-    #[error("reservation backend: {0}")]
-    Backend(String),
+    /// The backend failed; the source says how.
+    #[error("reservation backend")]
+    Backend(#[from] BackendError),
 }
 
 /// Why adding, releasing, reading, listing or sweeping failed.
@@ -207,9 +215,9 @@ pub enum ReservationError {
     /// An empty item id.
     #[error("invalid items: {0}")]
     InvalidItems(String),
-    /// The backend failed; the message says how.
-    #[error("reservation backend: {0}")]
-    Backend(String),
+    /// The backend failed; the source says how.
+    #[error("reservation backend")]
+    Backend(#[from] BackendError),
 }
 
 /// Items in pools that can be held for a while, sold, released, and lapse.
@@ -403,7 +411,7 @@ pub(crate) fn check_hold(
     // Deadlines are stored as signed 64-bit in SQL and exact integers in Lua (2^53).
     let until_ms = now_ms.saturating_add(ttl_ms);
     if until_ms >= 1 << 53 {
-        return Err(HoldError::Backend(format!("clock reads {now_ms} ms: beyond 2^53")));
+        return Err(HoldError::ClockOverflow { now_ms });
     }
     Ok(until_ms)
 }

@@ -13,6 +13,7 @@ use super::{
     ReservationStore, Stored, check_add, check_confirm, check_hold, check_release, decide_confirm,
     decide_hold, new_hold_id,
 };
+use crate::BackendError;
 use crate::txn::{Isolation, TxnError, with_pg_transaction};
 
 /// Advisory-lock key serialising table creation across processes ("girdrsvn" in ASCII).
@@ -45,19 +46,20 @@ impl PostgresReservationStore {
     /// Opens the store, creating the table if absent.
     ///
     /// # Errors
-    /// [`ReservationError::Backend`] if the database cannot be reached or written.
+    /// [`ReservationError::Backend`] (with [`BackendError::Postgres`]) if the database
+    /// cannot be reached or written.
     pub async fn new(
         pool: PgPool,
         config: ReservationConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ReservationError> {
-        let mut tx = pool.begin().await.map_err(|e| backend(&e))?;
+        let mut tx = pool.begin().await.map_err(BackendError::postgres)?;
         // Concurrent CREATE … IF NOT EXISTS can still collide in pg_type/pg_class.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CREATE_LOCK_KEY)
             .execute(&mut *tx)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::postgres)?;
         // COLLATE "C": items sort bytewise, as in the other backends, whatever the
         // database's locale.
         sqlx::query(
@@ -69,15 +71,15 @@ impl PostgresReservationStore {
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         sqlx::query(
             "CREATE INDEX IF NOT EXISTS girder_reservations_expiry \
              ON girder_reservations (state, until_ms)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
-        tx.commit().await.map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
+        tx.commit().await.map_err(BackendError::postgres)?;
         Ok(Self { pool, config, clock })
     }
 }
@@ -112,17 +114,13 @@ async fn lock_states(
 fn decode_status(row: Row, now_ms: u64) -> Result<(String, ItemStatus), ReservationError> {
     let (item, state, holder, hold_id, until_ms) = row;
     let stored =
-        Stored::from_row(&state, holder, hold_id, until_ms).map_err(ReservationError::Backend)?;
+        Stored::from_row(&state, holder, hold_id, until_ms).map_err(BackendError::Unexpected)?;
     Ok((item, stored.status(now_ms)))
 }
 
 /// A `now` or deadline as PostgreSQL's `BIGINT`.
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn txn_message(err: &TxnError) -> String {
-    format!("postgres: {err}")
 }
 
 impl PostgresReservationStore {
@@ -160,7 +158,7 @@ impl ReservationStore for PostgresReservationStore {
                 })
             })
             .await
-            .map_err(|e| ReservationError::Backend(txn_message(&e)))?;
+            .map_err(BackendError::postgres_txn)?;
         Ok(usize::try_from(added).unwrap_or(usize::MAX))
     }
 
@@ -216,7 +214,7 @@ impl ReservationStore for PostgresReservationStore {
                 })
             })
             .await
-            .map_err(|e| HoldError::Backend(txn_message(&e)))?;
+            .map_err(BackendError::postgres_txn)?;
         decided.map(|()| hold)
     }
 
@@ -253,7 +251,7 @@ impl ReservationStore for PostgresReservationStore {
             })
         })
         .await
-        .map_err(|e| ConfirmError::Backend(txn_message(&e)))?
+        .map_err(BackendError::postgres_txn)?
     }
 
     async fn release(&self, hold: &Hold) -> Result<usize, ReservationError> {
@@ -283,7 +281,7 @@ impl ReservationStore for PostgresReservationStore {
                 })
             })
             .await
-            .map_err(|e| ReservationError::Backend(txn_message(&e)))?;
+            .map_err(BackendError::postgres_txn)?;
         Ok(usize::try_from(released).unwrap_or(usize::MAX))
     }
 
@@ -297,7 +295,7 @@ impl ReservationStore for PostgresReservationStore {
         .bind(item)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         let row = row.ok_or(ReservationError::NotFound)?;
         Ok(decode_status(row, now_ms)?.1)
     }
@@ -320,7 +318,7 @@ impl ReservationStore for PostgresReservationStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         rows.into_iter().map(|row| decode_status(row, now_ms)).collect()
     }
 
@@ -353,11 +351,7 @@ impl ReservationStore for PostgresReservationStore {
                 })
             })
             .await
-            .map_err(|e| ReservationError::Backend(txn_message(&e)))?;
+            .map_err(BackendError::postgres_txn)?;
         Ok(usize::try_from(reset).unwrap_or(usize::MAX))
     }
-}
-
-fn backend(err: &sqlx::Error) -> ReservationError {
-    ReservationError::Backend(format!("postgres: {err}"))
 }

@@ -16,6 +16,7 @@ use super::{
     ConfirmError, Hold, HoldError, ItemStatus, ReservationConfig, ReservationError,
     ReservationStore, Stored, check_add, check_confirm, check_hold, check_release, new_hold_id,
 };
+use crate::BackendError;
 
 /// Shared by every script: decodes a packed state into kind, until_ms, hold_id, holder.
 const PARSE: &str = r"
@@ -217,7 +218,7 @@ impl RedisReservationStore {
 
 /// Decodes a packed state.
 fn unpack(packed: &str) -> Result<Stored, String> {
-    let corrupt = || format!("redis: corrupt reservation state {packed:?}");
+    let corrupt = || format!("corrupt reservation state {packed:?}");
     if packed == "A" {
         return Ok(Stored::Available);
     }
@@ -235,10 +236,6 @@ fn unpack(packed: &str) -> Result<Stored, String> {
     Err(corrupt())
 }
 
-fn backend(err: &redis::RedisError) -> String {
-    format!("redis: {err}")
-}
-
 impl ReservationStore for RedisReservationStore {
     async fn add_items(&self, pool: &str, items: &[&str]) -> Result<usize, ReservationError> {
         check_add(&self.config, items)?;
@@ -252,7 +249,7 @@ impl ReservationStore for RedisReservationStore {
             .arg(items)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| ReservationError::Backend(backend(&e)))?;
+            .map_err(BackendError::redis)?;
         Ok(added)
     }
 
@@ -279,7 +276,7 @@ impl ReservationStore for RedisReservationStore {
             .arg(items)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| HoldError::Backend(backend(&e)))?;
+            .map_err(BackendError::redis)?;
         match outcome.as_str() {
             "ok" => Ok(Hold {
                 pool: pool.to_owned(),
@@ -290,7 +287,7 @@ impl ReservationStore for RedisReservationStore {
             }),
             "missing" => Err(HoldError::NotFound { items: named }),
             "taken" => Err(HoldError::Unavailable { items: named }),
-            other => Err(HoldError::Backend(format!("redis: hold script replied {other:?}"))),
+            other => Err(BackendError::Unexpected(format!("hold script replied {other:?}")).into()),
         }
     }
 
@@ -308,12 +305,14 @@ impl ReservationStore for RedisReservationStore {
             .arg(&hold.items)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| ConfirmError::Backend(backend(&e)))?;
+            .map_err(BackendError::redis)?;
         match outcome.as_str() {
             "ok" | "sold" => Ok(()),
             "elsewhere" => Err(ConfirmError::NotHolder { items: named }),
             "expired" => Err(ConfirmError::Expired),
-            other => Err(ConfirmError::Backend(format!("redis: confirm script replied {other:?}"))),
+            other => {
+                Err(BackendError::Unexpected(format!("confirm script replied {other:?}")).into())
+            }
         }
     }
 
@@ -330,7 +329,7 @@ impl ReservationStore for RedisReservationStore {
             .arg(&hold.items)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| ReservationError::Backend(backend(&e)))
+            .map_err(|e| ReservationError::Backend(BackendError::redis(e)))
     }
 
     async fn status(&self, pool: &str, item: &str) -> Result<ItemStatus, ReservationError> {
@@ -341,9 +340,9 @@ impl ReservationStore for RedisReservationStore {
             .arg(item)
             .query_async(&mut conn)
             .await
-            .map_err(|e| ReservationError::Backend(backend(&e)))?;
+            .map_err(BackendError::redis)?;
         let packed = packed.ok_or(ReservationError::NotFound)?;
-        Ok(unpack(&packed).map_err(ReservationError::Backend)?.status(now_ms))
+        Ok(unpack(&packed).map_err(BackendError::Unexpected)?.status(now_ms))
     }
 
     // Reads the whole pool hash and pages in process (see the type's docs).
@@ -360,13 +359,13 @@ impl ReservationStore for RedisReservationStore {
             .arg(self.pool_key(pool))
             .query_async(&mut conn)
             .await
-            .map_err(|e| ReservationError::Backend(backend(&e)))?;
+            .map_err(BackendError::redis)?;
         all.retain(|(item, _)| after.is_none_or(|after| item.as_str() > after));
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         all.into_iter()
             .take(limit)
             .map(|(item, packed)| {
-                let status = unpack(&packed).map_err(ReservationError::Backend)?.status(now_ms);
+                let status = unpack(&packed).map_err(BackendError::Unexpected)?.status(now_ms);
                 Ok((item, status))
             })
             .collect()
@@ -386,6 +385,6 @@ impl ReservationStore for RedisReservationStore {
             .arg(&self.key_prefix)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| ReservationError::Backend(backend(&e)))
+            .map_err(|e| ReservationError::Backend(BackendError::redis(e)))
     }
 }

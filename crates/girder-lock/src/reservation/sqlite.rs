@@ -14,7 +14,8 @@ use super::{
     ReservationStore, Stored, check_add, check_confirm, check_hold, check_release, decide_confirm,
     decide_hold, new_hold_id,
 };
-use crate::txn::{TxnError, with_sqlite_transaction};
+use crate::BackendError;
+use crate::txn::with_sqlite_transaction;
 
 /// A [`ReservationStore`] on the `girder_reservations` table in SQLite.
 ///
@@ -41,7 +42,8 @@ impl SqliteReservationStore {
     /// Opens the store, creating the table if absent.
     ///
     /// # Errors
-    /// [`ReservationError::Backend`] if the database cannot be written.
+    /// [`ReservationError::Backend`] (with [`BackendError::Sqlite`]) if the database
+    /// cannot be written.
     pub async fn new(
         pool: SqlitePool,
         config: ReservationConfig,
@@ -56,7 +58,7 @@ impl SqliteReservationStore {
         )
         .execute(&pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         // The sweeper's lookup of expired holds.
         sqlx::query(
             "CREATE INDEX IF NOT EXISTS girder_reservations_expiry \
@@ -64,7 +66,7 @@ impl SqliteReservationStore {
         )
         .execute(&pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         Ok(Self { pool, config, clock })
     }
 }
@@ -116,17 +118,13 @@ fn decode_rows(rows: Vec<Row>) -> Result<HashMap<String, Stored>, sqlx::Error> {
 fn decode_status(row: Row, now_ms: u64) -> Result<(String, ItemStatus), ReservationError> {
     let (item, state, holder, hold_id, until_ms) = row;
     let stored =
-        Stored::from_row(&state, holder, hold_id, until_ms).map_err(ReservationError::Backend)?;
+        Stored::from_row(&state, holder, hold_id, until_ms).map_err(BackendError::Unexpected)?;
     Ok((item, stored.status(now_ms)))
 }
 
 /// A `now` or deadline as SQLite's signed 64-bit integer.
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn txn_message(err: &TxnError) -> String {
-    format!("sqlite: {err}")
 }
 
 impl ReservationStore for SqliteReservationStore {
@@ -153,7 +151,7 @@ impl ReservationStore for SqliteReservationStore {
             })
         })
         .await
-        .map_err(|e| ReservationError::Backend(txn_message(&e)))
+        .map_err(|e| ReservationError::Backend(BackendError::sqlite_txn(e)))
     }
 
     async fn hold(
@@ -209,7 +207,7 @@ impl ReservationStore for SqliteReservationStore {
             })
         })
         .await
-        .map_err(|e| HoldError::Backend(txn_message(&e)))?;
+        .map_err(BackendError::sqlite_txn)?;
         decided.map(|()| hold)
     }
 
@@ -246,7 +244,7 @@ impl ReservationStore for SqliteReservationStore {
             })
         })
         .await
-        .map_err(|e| ConfirmError::Backend(txn_message(&e)))?
+        .map_err(BackendError::sqlite_txn)?
     }
 
     async fn release(&self, hold: &Hold) -> Result<usize, ReservationError> {
@@ -265,7 +263,8 @@ impl ReservationStore for SqliteReservationStore {
         for item in &hold.items {
             query = query.bind(item);
         }
-        let released = query.execute(&self.pool).await.map_err(|e| backend(&e))?.rows_affected();
+        let released =
+            query.execute(&self.pool).await.map_err(BackendError::sqlite)?.rows_affected();
         Ok(usize::try_from(released).unwrap_or(usize::MAX))
     }
 
@@ -279,7 +278,7 @@ impl ReservationStore for SqliteReservationStore {
         .bind(item)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         let row = row.ok_or(ReservationError::NotFound)?;
         Ok(decode_status(row, now_ms)?.1)
     }
@@ -302,7 +301,7 @@ impl ReservationStore for SqliteReservationStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         rows.into_iter().map(|row| decode_status(row, now_ms)).collect()
     }
 
@@ -320,12 +319,48 @@ impl ReservationStore for SqliteReservationStore {
         .bind(max_batch)
         .execute(&self.pool)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::sqlite)?
         .rows_affected();
         Ok(usize::try_from(reset).unwrap_or(usize::MAX))
     }
 }
 
-fn backend(err: &sqlx::Error) -> ReservationError {
-    ReservationError::Backend(format!("sqlite: {err}"))
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// The first `sqlx::Error` in `err`'s source chain.
+    fn driver_error<'e>(err: &'e (dyn Error + 'static)) -> Option<&'e sqlx::Error> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn a_failing_database_is_the_source_of_the_backend_error() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let clock = Arc::new(girder_core::SystemClock);
+        let store = SqliteReservationStore::new(pool.clone(), ReservationConfig::default(), clock)
+            .await
+            .unwrap();
+        store.add_items("p", &["s1"]).await.unwrap();
+        pool.close().await;
+
+        // A single statement.
+        let err = store.status("p", "s1").await.unwrap_err();
+        assert!(matches!(err, ReservationError::Backend(BackendError::Sqlite(_))), "{err:?}");
+        assert_eq!(err.to_string(), "reservation backend");
+        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        // A transaction.
+        let err = store.hold("p", &["s1"], "alice", 1_000).await.unwrap_err();
+        assert!(matches!(err, HoldError::Backend(BackendError::Sqlite(_))), "{err:?}");
+        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+    }
 }

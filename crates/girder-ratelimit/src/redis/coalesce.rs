@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::invoke;
-use crate::{Decision, LimitError, Rule};
+use crate::{BackendError, Decision, LimitError, Rule};
 
 /// How concurrent checks are grouped; see [`super::RedisLimiter::coalescing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,17 +129,19 @@ impl Target {
         }
         let out: Vec<i64> = invoke(&invocation, &self.conn).await?;
         if out.len() != 6 * checks.len() {
-            return Err(LimitError::Backend(format!(
-                "script answered {} numbers for {} checks",
+            return Err(BackendError::UnexpectedReply(format!(
+                "{} numbers for {} checks",
                 out.len(),
                 checks.len()
-            )));
+            ))
+            .into());
         }
         out.chunks_exact(6)
             .map(|d| {
                 let n = |i: usize| {
-                    u64::try_from(d[i])
-                        .map_err(|_| LimitError::Backend(format!("unexpected script reply {d:?}")))
+                    u64::try_from(d[i]).map_err(|_| {
+                        LimitError::from(BackendError::UnexpectedReply(format!("{d:?}")))
+                    })
                 };
                 let decision = Decision {
                     allowed: n(0)? == 1,
@@ -214,7 +216,8 @@ impl Coalescer {
             self.shared.checks.fetch_add(1, Ordering::Relaxed);
             let answers = target().run(&[(redis_key, cost)], None).await;
             return Some(answers.and_then(|mut a| {
-                a.pop().ok_or_else(|| LimitError::Backend("empty script reply".to_owned()))
+                a.pop()
+                    .ok_or_else(|| BackendError::UnexpectedReply("no decision".to_owned()).into())
             }));
         }
         let (reply, answer) = oneshot::channel();

@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 use ::redis::aio::ConnectionManager;
 use ::redis::{ErrorKind, FromRedisValue, RedisError, Script, ScriptInvocation};
 
-use crate::{Decision, Kind, LimitError, RateLimiter, Rule, RuleError, check_input};
+use crate::{BackendError, Decision, Kind, LimitError, RateLimiter, Rule, RuleError, check_input};
 
 pub use batched::{BatchedConfig, BatchedLimiter};
 pub use coalesce::{Coalescing, CoalescingStats};
@@ -156,7 +156,7 @@ impl RedisLimiter {
             return answer;
         }
         let mut out = self.target().run(&[(self.redis_key(key), cost)], now_override_ms).await?;
-        out.pop().ok_or_else(|| LimitError::Backend("empty script reply".to_owned()))
+        out.pop().ok_or_else(|| BackendError::UnexpectedReply("no decision".to_owned()).into())
     }
 
     fn target(&self) -> Target {
@@ -205,18 +205,19 @@ pub(crate) async fn invoke<T: FromRedisValue>(
         match invocation.invoke_async(&mut conn).await {
             Ok(out) => return Ok(out),
             Err(e) if e.kind() == ErrorKind::NoScriptError && attempts < NOSCRIPT_ATTEMPTS => {}
-            Err(e) => return Err(map_error(&e)),
+            Err(e) => return Err(map_error(e)),
         }
     }
 }
 
 /// Connection trouble is [`LimitError::Unavailable`]; anything else the server said is
-/// [`LimitError::Backend`].
-pub(crate) fn map_error(e: &RedisError) -> LimitError {
+/// [`LimitError::Backend`], with the Redis error as its source.
+pub(crate) fn map_error(e: RedisError) -> LimitError {
     if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
+        // `Unavailable` holds a message: the HTTP layer raises it for its own timeout.
         LimitError::Unavailable(e.to_string())
     } else {
-        LimitError::Backend(e.to_string())
+        LimitError::Backend(e.into())
     }
 }
 

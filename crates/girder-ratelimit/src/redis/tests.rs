@@ -2,6 +2,7 @@
 //! concurrency checked by a history checker (server time), batching's overshoot bound.
 //! Skipped with a SKIPPED line when Redis is unreachable, failed under `CI=true`.
 
+use std::error::Error as _;
 use std::sync::Arc;
 
 use ::redis::aio::ConnectionManager;
@@ -142,9 +143,14 @@ async fn corrupt_state_is_a_backend_error() {
         for l in [&l, &coalesced] {
             let err = l.check("k", 1).await.unwrap_err();
             assert!(
-                matches!(&err, LimitError::Backend(m) if m.contains("corrupt")),
+                matches!(err, LimitError::Backend(BackendError::Redis(_))),
                 "{rule:?}: {err:?}"
             );
+            assert_eq!(err.to_string(), "rate-limit backend");
+            // The chain reaches the server's own words.
+            let driver = err.source().and_then(|e| e.source()).and_then(|e| e.downcast_ref());
+            let driver: &RedisError = driver.expect("the redis error is the source's source");
+            assert!(driver.to_string().contains("corrupt"), "{rule:?}: {driver}");
         }
         let kind: String =
             ::redis::cmd("TYPE").arg(l.redis_key("k")).query_async(&mut c).await.unwrap();
@@ -188,9 +194,11 @@ async fn idle_keys_expire_when_their_state_is_fresh_again() {
 #[test]
 fn connection_errors_are_unavailable() {
     let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-    assert!(matches!(map_error(&RedisError::from(io)), LimitError::Unavailable(_)));
+    assert!(matches!(map_error(RedisError::from(io)), LimitError::Unavailable(_)));
     let script = RedisError::from((::redis::ErrorKind::ResponseError, "ERR script"));
-    assert!(matches!(map_error(&script), LimitError::Backend(_)));
+    let err = map_error(script);
+    assert!(matches!(err, LimitError::Backend(BackendError::Redis(_))), "{err:?}");
+    assert_eq!(err, err.clone(), "a clone is the same failure");
 }
 
 /// Checks the admitted `(server_ms, cost)` history of one key against `rule`'s bound.

@@ -203,7 +203,7 @@ impl IntoResponse for ErrorKind {
                 "No codes left",
             ),
             Self::Mint(_) | Self::Store(_) => {
-                tracing::error!(error = %self, "bitly backend failure");
+                tracing::error!(error = &self as &dyn std::error::Error, "bitly backend failure");
                 return Problem::unavailable("the link store is unavailable; retry later")
                     .into_response();
             }

@@ -161,11 +161,17 @@ impl ClickBuffer {
                 () = self.wake.notified() => {}
             }
             if let Err(e) = self.flush(&store).await {
-                tracing::warn!(error = %e, "click flush failed; counts kept for the next attempt");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "click flush failed; counts kept for the next attempt"
+                );
             }
         }
         if let Err(e) = self.flush(&store).await {
-            tracing::error!(error = %e, "final click flush failed; buffered clicks lost");
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "final click flush failed; buffered clicks lost"
+            );
         }
     }
 }

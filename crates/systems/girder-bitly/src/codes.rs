@@ -32,8 +32,8 @@ pub enum MintError {
     /// All 62^7 codes have been issued.
     #[error("the 7-character code space is exhausted")]
     Exhausted,
-    /// The shared counter failed.
-    #[error("id counter: {0}")]
+    /// The shared counter failed; the source says how.
+    #[error("id counter")]
     Counter(#[from] girder_id::counter::LeaseError),
 }
 

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use girder_cache::{Cache, CacheConfig, CacheStats, Loader, RedisL2};
+use girder_cache::{BuildError, Cache, CacheConfig, CacheStats, L2Error, Loader, RedisL2};
 use girder_core::Clock;
 
 use super::store::{Link, LinkStore, StoreError};
@@ -50,13 +50,16 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
-/// Why the resolver could not start.
+/// Why the resolver could not start; the cache's own error is the source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolverError {
-    /// The cache configuration or its Redis connection failed.
-    #[error("link cache: {0}")]
-    Cache(String),
+    /// The cache could not be built (settings out of bounds, no runtime).
+    #[error("link cache")]
+    Cache(#[from] BuildError),
+    /// The cache's Redis L2 could not be reached (or its URL is invalid).
+    #[error("link cache: Redis L2")]
+    L2(#[from] L2Error),
 }
 
 impl Resolver {
@@ -71,20 +74,11 @@ impl Resolver {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ResolverError> {
         let loader = StoreLoader(store);
-        let fail = |e: &dyn std::fmt::Display| ResolverError::Cache(e.to_string());
         Ok(match redis_url {
-            None => Self::Local(
-                Cache::builder(config, loader).clock(clock).build().map_err(|e| fail(&e))?,
-            ),
+            None => Self::Local(Cache::builder(config, loader).clock(clock).build()?),
             Some(url) => {
-                let l2 = RedisL2::connect(url).await.map_err(|e| fail(&e))?;
-                Self::Shared(
-                    Cache::builder(config, loader)
-                        .clock(clock)
-                        .l2(l2)
-                        .build()
-                        .map_err(|e| fail(&e))?,
-                )
+                let l2 = RedisL2::connect(url).await?;
+                Self::Shared(Cache::builder(config, loader).clock(clock).l2(l2).build()?)
             }
         })
     }
@@ -100,7 +94,7 @@ impl Resolver {
             Self::Shared(cache) => cache.get(&key).await,
         };
         // The loader's error arrives shared (every waiter of the load gets it).
-        result.map_err(|e| StoreError::Cache(e.to_string()))
+        result.map_err(StoreError::Cache)
     }
 
     /// What this instance's L1 can answer for `code` without waiting or allocating:
@@ -125,7 +119,11 @@ impl Resolver {
         };
         if let Err(e) = result {
             // The local L1 is already clear; other instances fall back to the TTL bound.
-            tracing::warn!(code, error = %e, "cache invalidation did not reach the shared layer");
+            tracing::warn!(
+                code,
+                error = &e as &dyn std::error::Error,
+                "cache invalidation did not reach the shared layer"
+            );
         }
     }
 
@@ -150,5 +148,39 @@ impl Resolver {
             Self::Local(cache) => cache.shutdown().await,
             Self::Shared(cache) => cache.shutdown().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_load_keeps_the_database_error_as_its_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let store = crate::store::test_store(&url).await;
+        let clock = Arc::new(girder_core::SystemClock);
+        let resolver = Resolver::new(store.clone(), CacheConfig::default(), None, clock)
+            .await
+            .expect("resolver");
+        store.db().close().await;
+
+        let err = resolver.resolve("abc").await.expect_err("the pool is closed");
+        assert!(matches!(err, StoreError::Cache(_)), "{err:?}");
+        let mut chain = Vec::new();
+        let mut next: Option<&(dyn Error + 'static)> = Some(&err);
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            if let Some(driver) = e.downcast_ref::<sqlx::Error>() {
+                assert!(matches!(driver, sqlx::Error::PoolClosed), "{driver:?}");
+                assert_eq!(chain[..3], ["link cache", "cache loader failed", "database"]);
+                return;
+            }
+            next = e.source();
+        }
+        panic!("no sqlx::Error in the chain {chain:?}");
     }
 }

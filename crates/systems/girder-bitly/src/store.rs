@@ -2,6 +2,7 @@
 //! several instances). Both speak the same small interface; the SQL differs only
 //! where the dialects do.
 
+use girder_cache::GetError;
 use girder_id::counter::{AnySource, PostgresSource, SqliteSource};
 use girder_sql::Db;
 use sqlx::Row;
@@ -28,14 +29,15 @@ pub enum StoreError {
     /// The code is already taken.
     #[error("code already exists")]
     Conflict,
-    /// The database failed or is unreachable.
-    #[error("database: {0}")]
+    /// The database failed or is unreachable; the source says how.
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    /// A read through the link cache failed (its loader's error, shared by waiters).
-    #[error("{0}")]
-    Cache(String),
-    /// The id counter failed.
-    #[error("id counter: {0}")]
+    /// A read through the link cache failed: its loader's error (a `StoreError`,
+    /// shared by every waiter of the load) is the source.
+    #[error("link cache")]
+    Cache(#[source] GetError<StoreError>),
+    /// The id counter failed; the source says how.
+    #[error("id counter")]
     Counter(#[from] girder_id::counter::LeaseError),
 }
 

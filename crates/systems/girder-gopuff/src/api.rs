@@ -21,6 +21,7 @@ use super::store::{Center, Item, Order, STOCK_MAX, StoreError};
 use super::{GoPuff, Strategy};
 use girder_http::cursor::CursorError;
 use girder_http::extract::{Json, Path, Query};
+use girder_http::identity::{Caller, Operator};
 use girder_http::problem::Problem;
 
 /// The OpenAPI description of GoPuff's endpoints.
@@ -234,8 +235,6 @@ pub struct OrderLineRequest {
 pub struct OrderRequest {
     /// The centre to fulfil from.
     pub center_id: i64,
-    /// Who orders, 1–100 characters.
-    pub user: String,
     /// 1–20 lines with distinct skus.
     pub items: Vec<OrderLineRequest>,
     /// `optimistic` or `row_lock`; the server's default when absent.
@@ -325,6 +324,9 @@ pub enum ErrorKind {
     /// No order has this id.
     #[error("no order with id {0}")]
     UnknownOrder(i64),
+    /// The order belongs to another caller.
+    #[error("order {0} belongs to another user")]
+    NotOwner(i64),
     /// There are no centres at all.
     #[error("there are no centres")]
     NoCenters,
@@ -366,6 +368,9 @@ impl IntoResponse for ErrorKind {
             Self::UnknownOrder(_) => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown-order", "Unknown order")
             }
+            Self::NotOwner(_) => {
+                Problem::new(StatusCode::FORBIDDEN, "not-your-order", "Not your order")
+            }
             Self::NoCenters => Problem::new(StatusCode::NOT_FOUND, "no-centers", "No centres"),
             Self::SkuTaken(_) => Problem::new(StatusCode::CONFLICT, "sku-taken", "Sku taken"),
             Self::StockLimit => {
@@ -388,7 +393,7 @@ impl IntoResponse for ErrorKind {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
             }
             Self::Store(_) | Self::Order(_) => {
-                tracing::error!(error = %self, "gopuff backend failure");
+                tracing::error!(error = &self as &dyn std::error::Error, "gopuff backend failure");
                 return Problem::unavailable("the inventory store is unavailable; retry later")
                     .into_response();
             }
@@ -511,10 +516,14 @@ fn order_lines(items: Vec<OrderLineRequest>) -> Result<Vec<(String, i64)>> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name or coordinates", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn create_center(
     State(gopuff): State<Arc<GoPuff>>,
+    _operator: Operator,
     Json(request): Json<NewCenterRequest>,
 ) -> Result<Response> {
     check_name("name", &request.name)?;
@@ -589,10 +598,14 @@ async fn nearest_center(
         (status = 201, description = "Created", body = ItemView),
         (status = 409, description = "Sku taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid sku, name or price", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn create_item(
     State(gopuff): State<Arc<GoPuff>>,
+    _operator: Operator,
     Json(request): Json<ItemRequest>,
 ) -> Result<Response> {
     check_sku(&request.sku)?;
@@ -622,10 +635,14 @@ async fn create_item(
         (status = 200, description = "Stock set", body = StockView),
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Quantity out of range", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn set_inventory(
     State(gopuff): State<Arc<GoPuff>>,
+    _operator: Operator,
     Path((center, sku)): Path<(i64, String)>,
     Json(request): Json<InventoryRequest>,
 ) -> Result<axum::Json<StockView>> {
@@ -654,10 +671,14 @@ async fn set_inventory(
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Would exceed 1,000,000 units", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount out of range", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn restock(
     State(gopuff): State<Arc<GoPuff>>,
+    _operator: Operator,
     Path((center, sku)): Path<(i64, String)>,
     Json(request): Json<RestockRequest>,
 ) -> Result<axum::Json<StockView>> {
@@ -773,20 +794,22 @@ async fn availability(
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Insufficient stock (names the short skus), or contention (retryable, Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines, quantities, user or strategy", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, quantities or strategy", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn create_order(
     State(gopuff): State<Arc<GoPuff>>,
+    caller: Caller,
     Json(request): Json<OrderRequest>,
 ) -> Result<Response> {
-    check_name("user", &request.user)?;
     let lines = order_lines(request.items)?;
     let strategy = request.strategy.unwrap_or(gopuff.config.default_strategy);
     let new = NewOrder {
         center_id: request.center_id,
-        user: request.user,
+        user: caller.id,
         lines,
         strategy,
         now_ms: gopuff.now_ms(),
@@ -835,13 +858,20 @@ async fn create_order(
         (status = 200, description = "The order", body = OrderView),
         (status = 400, description = "Id is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown order", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Someone else's order", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn get_order(
     State(gopuff): State<Arc<GoPuff>>,
+    caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<axum::Json<OrderView>> {
     let order = gopuff.store.get_order(id).await?.ok_or(ErrorKind::UnknownOrder(id))?;
+    if order.user != caller.id && !caller.is_operator() {
+        return Err(ErrorKind::NotOwner(id));
+    }
     Ok(axum::Json(OrderView::from(order)))
 }
 
@@ -855,10 +885,14 @@ async fn get_order(
         (status = 200, description = "A page of orders", body = OrderPage),
         (status = 400, description = "Invalid cursor or limit", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown centre", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn center_orders(
     State(gopuff): State<Arc<GoPuff>>,
+    _operator: Operator,
     Path(center): Path<i64>,
     Query(query): Query<PageQuery>,
 ) -> Result<axum::Json<OrderPage>> {

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use girder_cache::query_key::QueryKey;
-use girder_cache::{Cache, CacheConfig, CacheStats, Loader, RedisL2};
+use girder_cache::{BuildError, Cache, CacheConfig, CacheStats, L2Error, Loader, RedisL2};
 use girder_core::Clock;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,9 @@ impl Loader<QueryKey, Answer> for QueryLoader {
                     Ok(Some(Answer::Stock(store.center_stock(center).await?)))
                 }
                 // Keys are registered before every read; an unknown key is a bug.
-                None => Err(StoreError::Cache(format!("no query registered for {key:?}"))),
+                None => {
+                    Err(StoreError::Invariant("availability cache: no query registered for a key"))
+                }
             }
         }
     }
@@ -105,6 +107,18 @@ enum Layers {
     Local(Cache<QueryKey, Answer, Arc<QueryLoader>>),
     /// L1 + Redis L2 with cross-instance invalidation over pub/sub.
     Shared(Cache<QueryKey, Answer, Arc<QueryLoader>, RedisL2>),
+}
+
+/// Why the availability cache could not start; the cache's own error is the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AvailabilityError {
+    /// The cache could not be built (settings out of bounds, no runtime).
+    #[error("availability cache")]
+    Cache(#[from] BuildError),
+    /// The cache's Redis L2 could not be reached (or its URL is invalid).
+    #[error("availability cache: Redis L2")]
+    L2(#[from] L2Error),
 }
 
 /// Cached availability reads, and their invalidation.
@@ -143,7 +157,7 @@ impl Availability {
         config: AvailabilityConfig,
         redis_url: Option<&str>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, AvailabilityError> {
         let loader = Arc::new(QueryLoader { store, queries: Mutex::new(HashMap::new()) });
         let cache_config = CacheConfig {
             name: "gopuff-availability".into(),
@@ -157,23 +171,17 @@ impl Availability {
             l2_ttl_ms: config.ttl_ms,
             ..CacheConfig::default()
         };
-        let fail =
-            |e: &dyn std::fmt::Display| StoreError::Cache(format!("availability cache: {e}"));
         let layers = match redis_url {
             None => Layers::Local(
-                Cache::builder(cache_config, Arc::clone(&loader))
-                    .clock(clock)
-                    .build()
-                    .map_err(|e| fail(&e))?,
+                Cache::builder(cache_config, Arc::clone(&loader)).clock(clock).build()?,
             ),
             Some(url) => {
-                let l2 = RedisL2::connect(url).await.map_err(|e| fail(&e))?;
+                let l2 = RedisL2::connect(url).await?;
                 Layers::Shared(
                     Cache::builder(cache_config, Arc::clone(&loader))
                         .clock(clock)
                         .l2(l2)
-                        .build()
-                        .map_err(|e| fail(&e))?,
+                        .build()?,
                 )
             }
         };
@@ -186,9 +194,10 @@ impl Availability {
             Layers::Local(cache) => cache.get(&key).await,
             Layers::Shared(cache) => cache.get(&key).await,
         };
+        // The loader's error arrives shared (every waiter of the load gets it).
         result
-            .map_err(|e| StoreError::Cache(e.to_string()))?
-            .ok_or_else(|| StoreError::Cache("query loader returned no result".into()))
+            .map_err(StoreError::Cache)?
+            .ok_or(StoreError::Invariant("availability cache: the query loader found nothing"))
     }
 
     /// Every centre, possibly up to the staleness bound old.
@@ -198,7 +207,9 @@ impl Availability {
     pub async fn centers(&self) -> Result<Vec<Center>, StoreError> {
         match self.get(Query::Centers).await? {
             Answer::Centers(centers) => Ok(centers),
-            Answer::Stock(_) => Err(StoreError::Cache("centre list key holds stock".into())),
+            Answer::Stock(_) => {
+                Err(StoreError::Invariant("availability cache: the centre list key holds stock"))
+            }
         }
     }
 
@@ -210,7 +221,9 @@ impl Availability {
     pub async fn stock(&self, center: i64) -> Result<Vec<(String, i64)>, StoreError> {
         match self.get(Query::CenterStock(center)).await? {
             Answer::Stock(stock) => Ok(stock),
-            Answer::Centers(_) => Err(StoreError::Cache("stock key holds centres".into())),
+            Answer::Centers(_) => {
+                Err(StoreError::Invariant("availability cache: a stock key holds centres"))
+            }
         }
     }
 
@@ -222,7 +235,11 @@ impl Availability {
         };
         if let Err(e) = result {
             // This instance's L1 is clear; others fall back to the TTL bound.
-            tracing::warn!(?query, error = %e, "availability invalidation did not reach the shared layer");
+            tracing::warn!(
+                ?query,
+                error = &e as &dyn std::error::Error,
+                "availability invalidation did not reach the shared layer"
+            );
         }
     }
 
@@ -263,5 +280,40 @@ impl Availability {
             Layers::Local(cache) => cache.shutdown().await,
             Layers::Shared(cache) => cache.shutdown().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use girder_sql::Db;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_load_keeps_the_database_error_as_its_source() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.expect("sqlite");
+        let store = Store::new(Db::Sqlite(pool.clone()));
+        let config =
+            AvailabilityConfig { ttl_ms: 1_000, ttl_jitter_fraction: 0.0, capacity_entries: 16 };
+        let clock = Arc::new(girder_core::SystemClock);
+        let availability = Availability::new(store, config, None, clock).await.expect("cache");
+        pool.close().await;
+
+        let err = availability.stock(1).await.expect_err("the pool is closed");
+        assert!(matches!(err, StoreError::Cache(_)), "{err:?}");
+        let mut chain = Vec::new();
+        let mut next: Option<&(dyn Error + 'static)> = Some(&err);
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            if let Some(driver) = e.downcast_ref::<sqlx::Error>() {
+                assert!(matches!(driver, sqlx::Error::PoolClosed), "{driver:?}");
+                assert_eq!(chain[..3], ["availability cache", "cache loader failed", "database"]);
+                return;
+            }
+            next = e.source();
+        }
+        panic!("no sqlx::Error in the chain {chain:?}");
     }
 }

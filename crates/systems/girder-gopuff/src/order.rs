@@ -113,17 +113,27 @@ pub struct NewOrder {
 /// One attempt's failure: retry it, or give up with an answer.
 #[derive(Debug)]
 enum Attempt {
-    /// A row changed since it was read (optimistic), or the engine reported a
-    /// transient conflict.
-    Retry(String),
+    /// The attempt lost a race; another may win.
+    Retry(Conflict),
     /// A final answer.
     Final(OrderError),
+}
+
+/// Why an attempt lost a race.
+#[derive(Debug, thiserror::Error)]
+enum Conflict {
+    /// The engine aborted the transaction as a transient conflict.
+    #[error("the database aborted the transaction")]
+    Engine(#[source] sqlx::Error),
+    /// This sku's row changed since it was read (optimistic).
+    #[error("{0} changed since it was read")]
+    Changed(String),
 }
 
 impl From<sqlx::Error> for Attempt {
     fn from(e: sqlx::Error) -> Self {
         if is_transient(&e) {
-            Self::Retry(e.to_string())
+            Self::Retry(Conflict::Engine(e))
         } else {
             Self::Final(OrderError::Store(StoreError::Database(e)))
         }
@@ -178,6 +188,7 @@ pub async fn place(store: &Store, order: &NewOrder, policy: &RetryPolicy) -> Out
         Ok((order, attempts)) => Ok(Placed { order, attempts }),
         Err(RetryError::Exhausted { attempts, last }) => {
             if let Attempt::Retry(why) = &last {
+                let why: &dyn std::error::Error = why;
                 tracing::debug!(attempts, why, "order gave up on contention");
             }
             Err(OrderError::Contention { attempts })
@@ -185,7 +196,11 @@ pub async fn place(store: &Store, order: &NewOrder, policy: &RetryPolicy) -> Out
         Err(RetryError::Failed(Attempt::Final(e))) => Err(e),
         // `Retry` is always retryable, so it never arrives as `Failed`.
         Err(RetryError::Failed(Attempt::Retry(_))) => Err(OrderError::Contention { attempts }),
-        Err(e) => Err(OrderError::Store(StoreError::Cache(format!("{e:?}")))),
+        // A way of giving up that girder-lock may add later.
+        Err(other) => {
+            tracing::error!(?other, "order retry ended in an unknown way");
+            Err(OrderError::Store(StoreError::Invariant("order retry ended in an unknown way")))
+        }
     };
     Outcome { result, attempts }
 }
@@ -352,7 +367,7 @@ async fn optimistic(store: &Store, order: &NewOrder, attempt: u32) -> Result<Ord
             .rows_affected();
             if done != 1 {
                 tx.rollback().await?;
-                return Err(Attempt::Retry(format!("{sku} changed since it was read")));
+                return Err(Attempt::Retry(Conflict::Changed(sku.clone())));
             }
         }
         let stored = record(&mut *tx, order, &reads, attempt, "optimistic").await?;

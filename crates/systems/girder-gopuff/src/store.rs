@@ -6,6 +6,7 @@
 //! Invariant kept by the database itself as a backstop: `quantity >= 0` is a
 //! `CHECK` constraint, so even a buggy code path cannot commit negative stock.
 
+use girder_cache::GetError;
 use girder_sql::{Db, on_db};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -73,12 +74,17 @@ pub struct Order {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database failed or is unreachable.
-    #[error("database: {0}")]
+    /// The database failed or is unreachable; the source says how.
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    /// A read through the availability cache failed (its loader's error).
-    #[error("{0}")]
-    Cache(String),
+    /// A read through the availability cache failed: its loader's error (a
+    /// `StoreError`, shared by every waiter of the load) is the source.
+    #[error("availability cache")]
+    Cache(#[source] GetError<StoreError>),
+    /// A broken invariant of this crate (a bug), named by the message: the cache
+    /// was asked about a query never registered, or answered with the wrong shape.
+    #[error("internal error: {0}")]
+    Invariant(&'static str),
 }
 
 /// The store, on the instance's one pool.

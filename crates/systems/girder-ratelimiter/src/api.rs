@@ -15,6 +15,7 @@ use utoipa::{OpenApi, ToSchema};
 use super::RateLimiterService;
 use girder_http::cursor::CursorError;
 use girder_http::extract::{Json, Path, Query};
+use girder_http::identity::Operator;
 use girder_http::problem::Problem;
 use girder_http::ratelimit::engine::{CheckError, Checked};
 use girder_http::ratelimit::headers;
@@ -169,9 +170,9 @@ pub enum ErrorKind {
     /// The key is empty or longer than 256 bytes.
     #[error("key must be 1 to {MAX_KEY_BYTES} bytes, got {0}")]
     Key(usize),
-    /// The limiter backend is unavailable or failed.
-    #[error("rate-limit backend: {0}")]
-    Unavailable(String),
+    /// The limiter backend is unavailable or failed; the source says how.
+    #[error("rate-limit check failed")]
+    Unavailable(#[source] CheckError),
     /// A page cursor was malformed, forged or from another instance.
     #[error(transparent)]
     Cursor(#[from] CursorError),
@@ -186,9 +187,8 @@ impl From<CheckError> for ErrorKind {
             CheckError::UnknownRule(name) => Self::UnknownRule(name),
             CheckError::Limit(LimitError::InvalidCost { cost, max }) => Self::Cost { cost, max },
             CheckError::Limit(LimitError::KeyTooLong { len }) => Self::Key(len),
-            CheckError::Limit(e) => Self::Unavailable(e.to_string()),
             // A failure the service does not know yet is the engine's, not the caller's.
-            other => Self::Unavailable(other.to_string()),
+            other => Self::Unavailable(other),
         }
     }
 }
@@ -222,7 +222,10 @@ impl IntoResponse for ErrorKind {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
             }
             Self::Unavailable(_) => {
-                tracing::warn!(error = %self, "ratelimiter backend failure");
+                tracing::warn!(
+                    error = &self as &dyn std::error::Error,
+                    "ratelimiter backend failure"
+                );
                 return Problem::unavailable("the rate-limit backend is unavailable; retry later")
                     .into_response();
             }
@@ -353,10 +356,14 @@ async fn get_rule(
         (status = 200, description = "Replaced", body = RuleView),
         (status = 201, description = "Created", body = RuleView),
         (status = 422, description = "Invalid name or numbers", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn put_rule(
     axum::extract::State(service): State,
+    _operator: Operator,
     Path(name): Path<String>,
     Json(body): Json<RuleBody>,
 ) -> Result<Response> {
@@ -383,10 +390,14 @@ async fn put_rule(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "Unknown rule", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn delete_rule(
     axum::extract::State(service): State,
+    _operator: Operator,
     Path(name): Path<String>,
 ) -> Result<StatusCode> {
     if service.delete_rule(&name).await? {

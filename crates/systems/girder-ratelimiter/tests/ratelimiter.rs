@@ -17,12 +17,13 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::routing::get;
 use girder_core::services::{Service, require};
 use girder_core::{Clock, ManualClock};
+use girder_http::identity::{Role, test_tokens};
 use girder_http::ratelimit::rules::{MAX_OVERRIDES, MAX_RULES};
 use girder_http::ratelimit::{
     BackendConfig, Engine, FailurePolicy, RateLimitLayer, RequestAttrs, RuleSet, RulesError,
     Selector,
 };
-use girder_ratelimit::{Kind, LimitError, Rule};
+use girder_ratelimit::{BackendError, Kind, LimitError, Rule};
 use girder_ratelimiter::{RateLimiterConfig, RateLimiterService};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
@@ -100,10 +101,39 @@ async fn into_reply(response: axum::response::Response) -> Reply {
 }
 
 /// A JSON request to the service router.
+/// `Authorization` for `user` with `role`.
+fn bearer(user: &str, role: Role) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    format!("Bearer {}", test_tokens().issue(user, role, now).token)
+}
+
+/// The service's API as the server mounts it: behind the layer that verifies tokens.
+fn routed(service: &Arc<RateLimiterService>) -> Router {
+    service.api_router().layer(test_tokens().layer())
+}
+
+/// Sends a request as an operator.
 async fn call(router: &Router, method: &str, uri: &str, body: Option<&str>) -> Reply {
+    call_as(router, method, uri, body, Some(bearer("operator", Role::Operator))).await
+}
+
+/// Sends a request with `authorization` (none if `None`).
+async fn call_as(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    authorization: Option<String>,
+) -> Reply {
     let mut request = Request::builder().method(method).uri(uri);
     if body.is_some() {
         request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, value);
     }
     let request = request.body(Body::from(body.unwrap_or_default().to_owned())).expect("request");
     into_reply(router.clone().oneshot(request).await.expect("infallible router")).await
@@ -714,7 +744,8 @@ async fn decisions_and_failures_are_counted() {
     assert_eq!(counters.get("girder_ratelimit_decisions_total{rule=per-user,outcome=limited}"), 3);
 
     let set = RuleSet::from_toml_str(rules).unwrap();
-    let failing = BackendConfig::Failing(LimitError::Backend("script error".into()));
+    let script_error = redis::RedisError::from((redis::ErrorKind::ResponseError, "script error"));
+    let failing = BackendConfig::Failing(LimitError::Backend(BackendError::from(script_error)));
     let engine = Arc::new(Engine::new(set, failing, "girder_ratelimit_decisions_total").unwrap());
     send(&limited_app(&engine, FailurePolicy::Open), "GET", "/health", &[("x-user-id", "a")], None)
         .await;
@@ -744,7 +775,7 @@ async fn service(clock: &ManualClock) -> (Arc<RateLimiterService>, Router) {
     let service = RateLimiterService::open(RateLimiterConfig::default(), Arc::new(clock.clone()))
         .await
         .expect("open");
-    let router = service.api_router();
+    let router = routed(&service);
     (service, router)
 }
 
@@ -827,7 +858,7 @@ async fn the_service_starts_from_a_rules_file_and_reloads_it() {
     let config =
         RateLimiterConfig { rules_path: Some(path.clone()), ..RateLimiterConfig::default() };
     let service = RateLimiterService::open(config, Arc::new(clock())).await.expect("open");
-    let router = service.api_router();
+    let router = routed(&service);
     assert_eq!(check(&router, "r", "bob", 1).await.body["allowed"], true);
     assert_eq!(check(&router, "r", "bob", 1).await.body["allowed"], false);
     // An explicit-key override applies to the service's caller keys.
@@ -987,7 +1018,7 @@ async fn bad_input_to_the_service_is_a_4xx_problem() {
     let rules = RuleSet::from_toml_str(&one_rule("r", 1)).unwrap();
     let failing = BackendConfig::Failing(LimitError::Unavailable("down".into()));
     let engine = Arc::new(Engine::new(rules, failing, "test_checks_total").unwrap());
-    let router = RateLimiterService::with_engine(engine, RateLimiterConfig::default()).api_router();
+    let router = routed(&RateLimiterService::with_engine(engine, RateLimiterConfig::default()));
     assert_eq!(check(&router, "r", "k", 1).await.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
@@ -1028,9 +1059,8 @@ async fn two_service_instances_sharing_redis_share_one_budget() {
         "[[rule]]\nname = \"shared\"\nalgorithm = \"token_bucket\"\nlimit = 10\nperiod_ms = 600000\n",
     );
     let clock: Arc<dyn Clock> = Arc::new(clock());
-    let a =
-        RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("a").api_router();
-    let b = RateLimiterService::open(config, Arc::clone(&clock)).await.expect("b").api_router();
+    let a = routed(&RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("a"));
+    let b = routed(&RateLimiterService::open(config, Arc::clone(&clock)).await.expect("b"));
     let mut allowed = 0;
     for i in 0..30 {
         let router = if i % 2 == 0 { &a } else { &b };
@@ -1173,7 +1203,7 @@ async fn rule_edits_reach_every_instance_sharing_redis() {
     let a = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("a");
     let b = RateLimiterService::open(config.clone(), Arc::clone(&clock)).await.expect("b");
     assert!(a.shares_rules() && b.shares_rules());
-    let (api_a, api_b) = (a.api_router(), b.api_router());
+    let (api_a, api_b) = (routed(&a), routed(&b));
     let limit_of = |service: &RateLimiterService, name: &str| {
         service.engine().rules().get(name).map(|r| (r.limit.kind, r.limit.limit, r.limit.burst))
     };
@@ -1228,9 +1258,35 @@ async fn rule_edits_reach_every_instance_sharing_redis() {
     proxy_task.abort();
     let _ = proxy_task.await;
     let body = r#"{"algorithm":"gcra","limit":1,"period_ms":1000}"#;
-    let r = call(&d.api_router(), "PUT", "/rules/refused", Some(body)).await;
+    let r = call(&routed(&d), "PUT", "/rules/refused", Some(body)).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert_eq!(limit_of(&d, "refused"), None);
     assert!(!a.sync_rules().await.expect("sync"), "nothing was shared");
     assert_eq!(limit_of(&a, "refused"), None);
+}
+
+#[tokio::test]
+async fn rule_edits_need_an_operator() {
+    let service =
+        RateLimiterService::open(RateLimiterConfig::default(), Arc::new(ManualClock::new(0)))
+            .await
+            .expect("open");
+    let router = routed(&service);
+    let body = r#"{"algorithm":"token_bucket","limit":5,"period_ms":1000}"#;
+    let anonymous = call_as(&router, "PUT", "/rules/r1", Some(body), None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers.get(header::WWW_AUTHENTICATE).is_some());
+    let user = Some(bearer("alice", Role::User));
+    let refused = call_as(&router, "PUT", "/rules/r1", Some(body), user.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call_as(&router, "DELETE", "/rules/r1", None, user).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(service.engine().rules().get("r1").is_none(), "a refused edit changes nothing");
+    assert_eq!(call(&router, "PUT", "/rules/r1", Some(body)).await.status, StatusCode::CREATED);
+    // Decisions stay open to every caller: the service is called by other programs.
+    let checked =
+        call_as(&router, "POST", "/check", Some(r#"{"rule":"r1","key":"k"}"#), None).await;
+    assert_eq!(checked.status, StatusCode::OK);
 }

@@ -22,6 +22,7 @@ use super::waiting_room::{frontier, wait_ms};
 use super::{Ticketmaster, new_id};
 use girder_http::cursor::CursorError;
 use girder_http::extract::{Json, Path, Query};
+use girder_http::identity::{Caller, Operator};
 use girder_http::problem::{PROBLEM_JSON, Problem};
 
 /// The OpenAPI description of Ticketmaster's endpoints.
@@ -34,7 +35,7 @@ use girder_http::problem::{PROBLEM_JSON, Problem};
     components(schemas(
         CreateVenueRequest, Section, VenueView, CreateEventRequest, WaitingRoomSpec, EventView,
         EventPage, SeatView, SeatMap, SeatState, ReserveRequest, ReservationView,
-        ReservationState, ConfirmRequest, UserRequest, QueueView, Problem
+        ReservationState, ConfirmRequest, QueueView, Problem
     )),
     tags((name = "ticketmaster", description = "Ticket booking under contention"))
 )]
@@ -50,7 +51,6 @@ const SECTION_NAME_LEN_MAX: usize = 16;
 /// Bounds of names and other text.
 const NAME_LEN_MAX: usize = 200;
 const CITY_LEN_MAX: usize = 100;
-const USER_LEN_MAX: usize = 64;
 const TOKEN_LEN_MAX: usize = 64;
 const SEAT_ID_LEN_MAX: usize = 64;
 const ADMISSION_LEN_MAX: usize = 128;
@@ -188,9 +188,6 @@ pub struct SeatMap {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
-    /// Who holds the seats: 1–64 characters, no control characters.
-    #[schema(example = "alice")]
-    pub user: String,
     /// 1–10 distinct seat ids.
     #[schema(example = json!(["A-3-12", "A-3-13"]))]
     pub seats: Vec<String>,
@@ -234,32 +231,14 @@ impl From<Reservation> for ReservationView {
     }
 }
 
-/// A confirmation: who pays, with what.
+/// A confirmation: what the caller pays with.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
-    /// The reservation's owner.
-    pub user: String,
     /// The fake provider's token: `tok_ok`, `tok_decline`, `tok_timeout_before`,
     /// `tok_timeout_after` (1–64 characters).
     #[schema(example = "tok_ok")]
     pub payment_token: String,
-}
-
-/// A request naming a user.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserRequest {
-    /// 1–64 characters, no control characters.
-    pub user: String,
-}
-
-/// `?user=` on a cancellation.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct UserQuery {
-    /// The reservation's owner (or give it in the body).
-    pub user: Option<String>,
 }
 
 /// A place in an event's waiting room.
@@ -391,7 +370,10 @@ impl ErrorKind {
             Self::NotInQueue(_) => (S::NOT_FOUND, "not-in-queue", "Not in the queue"),
             Self::Cursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid cursor"),
             Self::Store(_) | Self::Seats(_) => {
-                tracing::error!(error = %self, "ticketmaster backend failure");
+                tracing::error!(
+                    error = self as &dyn std::error::Error,
+                    "ticketmaster backend failure"
+                );
                 return Problem::unavailable("a store is unavailable; retry later");
             }
         };
@@ -426,8 +408,7 @@ impl Ticketmaster {
             .route("/events/{id}", get(get_event))
             .route("/events/{id}/seats", get(seat_map))
             .route("/events/{id}/reservations", post(reserve))
-            .route("/events/{id}/queue", post(join_queue))
-            .route("/events/{id}/queue/{user}", get(queue_status))
+            .route("/events/{id}/queue", post(join_queue).get(queue_status))
             .route("/reservations/{id}", get(get_reservation).delete(cancel))
             .route("/reservations/{id}/confirm", post(confirm))
             .with_state(Arc::clone(self))
@@ -457,10 +438,6 @@ fn text(field: &str, value: &str, max: usize) -> Result<()> {
         return Err(ErrorKind::Invalid(format!("{field} must not contain control characters")));
     }
     Ok(())
-}
-
-fn user(value: &str) -> Result<()> {
-    text("user", value, USER_LEN_MAX)
 }
 
 fn validate_venue(request: &CreateVenueRequest) -> Result<u32> {
@@ -545,11 +522,15 @@ fn created<T: Serialize>(body: &T) -> Response {
     responses(
         (status = 201, description = "Created", body = VenueView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field broke a rule", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn create_venue(
     State(tm): State<Arc<Ticketmaster>>,
+    _operator: Operator,
     Json(request): Json<CreateVenueRequest>,
 ) -> Result<Response> {
     validate_venue(&request)?;
@@ -592,12 +573,16 @@ async fn get_venue(
     responses(
         (status = 201, description = "Created", body = EventView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown venue", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field broke a rule", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn create_event(
     State(tm): State<Arc<Ticketmaster>>,
+    _operator: Operator,
     Json(request): Json<CreateEventRequest>,
 ) -> Result<Response> {
     text("name", &request.name, NAME_LEN_MAX)?;
@@ -762,18 +747,20 @@ async fn seat_map(
     responses(
         (status = 201, description = "Held", body = ReservationView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Waiting-room admission missing or invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event or seat", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Seats taken (named in the detail)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad user or seat list", body = Problem, content_type = "application/problem+json"),
-    )
+        (status = 422, description = "Bad seat list", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
 )]
 async fn reserve(
     State(tm): State<Arc<Ticketmaster>>,
+    caller: Caller,
     Path(event_id): Path<String>,
     Json(request): Json<ReserveRequest>,
 ) -> Result<Response> {
-    user(&request.user)?;
     let n = request.seats.len();
     if !(1..=SEATS_PER_RESERVATION_MAX).contains(&n) {
         return Err(ErrorKind::Invalid(format!(
@@ -793,7 +780,7 @@ async fn reserve(
         return Err(ErrorKind::AdmissionInvalid);
     }
     let reservation =
-        tm.reserve(&event_id, &request.user, &request.seats, request.admission.as_deref()).await?;
+        tm.reserve(&event_id, &caller.id, &request.seats, request.admission.as_deref()).await?;
     Ok(created(&ReservationView::from(reservation)))
 }
 
@@ -836,24 +823,26 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
     responses(
         (status = 200, description = "Confirmed and charged", body = ReservationView),
         (status = 400, description = "Missing or malformed Idempotency-Key, malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Payment declined; the reservation stays held", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Hold expired, not held, or confirmation in progress", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Key reused for another reservation or user; bad field", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Payment provider timed out; retry with the same key", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn confirm(
     State(tm): State<Arc<Ticketmaster>>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     Json(request): Json<ConfirmRequest>,
 ) -> Result<Response> {
     let key = idempotency_key(&headers)?;
-    user(&request.user)?;
     text("payment_token", &request.payment_token, TOKEN_LEN_MAX)?;
-    match tm.idempotency.begin(&key, &id, &request.user, tm.now_ms()).await? {
+    match tm.idempotency.begin(&key, &id, &caller.id, tm.now_ms()).await? {
         Begin::Proceed => {}
         Begin::InProgress => return Err(ErrorKind::InProgress),
         Begin::Mismatch => return Err(ErrorKind::KeyMismatch),
@@ -862,7 +851,7 @@ async fn confirm(
             return Ok(json_response(status, body, true));
         }
     }
-    let outcome = tm.confirm(&id, &request.user, &key, &request.payment_token).await;
+    let outcome = tm.confirm(&id, &caller.id, &key, &request.payment_token).await;
     let (status, body) = match &outcome {
         Ok(view) => (StatusCode::OK, serde_json::to_string(view).unwrap_or_default()),
         Err(e) => {
@@ -878,12 +867,15 @@ async fn confirm(
     if let Err(e) = recorded {
         // The record stays pending; after `pending_ttl_ms` a retry takes it over
         // and reaches the same outcome (the provider is idempotent per key).
-        tracing::warn!(error = %e, "could not record the idempotency outcome");
+        tracing::warn!(
+            error = &e as &dyn std::error::Error,
+            "could not record the idempotency outcome"
+        );
     }
     Ok(json_response(status, body, false))
 }
 
-/// Look a reservation up.
+/// Look one of the caller's reservations up (operators may read any).
 #[utoipa::path(
     get,
     path = "/api/ticketmaster/reservations/{id}",
@@ -891,14 +883,21 @@ async fn confirm(
     params(("id" = String, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn get_reservation(
     State(tm): State<Arc<Ticketmaster>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ReservationView>> {
     let mut r = tm.db.reservation(&id).await?.ok_or(ErrorKind::UnknownReservation(id))?;
+    if r.user != caller.id && !caller.is_operator() {
+        return Err(ErrorKind::NotOwner);
+    }
     // The sweeper may not have run yet: a lapsed hold reads as expired at once.
     if r.state == ReservationState::Held && tm.now_ms() >= r.until_ms && r.confirming_key.is_none()
     {
@@ -907,44 +906,27 @@ async fn get_reservation(
     Ok(axum::Json(ReservationView::from(r)))
 }
 
-/// Release a held reservation (owner only, while held). The user comes in
-/// `?user=` or a `{"user": ...}` body.
+/// Release one of the caller's held reservations.
 #[utoipa::path(
     delete,
     path = "/api/ticketmaster/reservations/{id}",
     tag = "ticketmaster",
-    params(("id" = String, Path, description = "Reservation id"), UserQuery),
-    request_body(content = UserRequest, description = "Optional: an alternative to ?user="),
+    params(("id" = String, Path, description = "Reservation id")),
     responses(
         (status = 204, description = "Released"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not held, or a confirmation is under way", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No or bad user", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn cancel(
     State(tm): State<Arc<Ticketmaster>>,
+    caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<UserQuery>,
-    body: axum::body::Bytes,
 ) -> Result<StatusCode> {
-    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let request: UserRequest = serde_json::from_slice(&body)
-            .map_err(|e| ErrorKind::Invalid(format!("body must be {{\"user\": ...}} ({e})")))?;
-        Some(request.user)
-    };
-    let who = match (query.user, from_body) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(ErrorKind::Invalid("user differs between query and body".to_owned()));
-        }
-        (Some(u), _) | (None, Some(u)) => u,
-        (None, None) => return Err(ErrorKind::Invalid("user is required".to_owned())),
-    };
-    user(&who)?;
-    tm.cancel(&id, &who).await?;
+    tm.cancel(&id, &caller.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -982,48 +964,46 @@ impl Ticketmaster {
     path = "/api/ticketmaster/events/{id}/queue",
     tag = "ticketmaster",
     params(("id" = String, Path, description = "Event id")),
-    request_body = UserRequest,
     responses(
-        (status = 200, description = "The user's place", body = QueueView),
+        (status = 200, description = "The caller's place", body = QueueView),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event, or it has no waiting room", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad user", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn join_queue(
     State(tm): State<Arc<Ticketmaster>>,
+    caller: Caller,
     Path(event_id): Path<String>,
-    Json(request): Json<UserRequest>,
 ) -> Result<axum::Json<QueueView>> {
-    user(&request.user)?;
     let entry = tm.queued_event(&event_id).await?;
-    let position = tm.db.queue_join(&event_id, &request.user, tm.now_ms()).await?;
-    Ok(axum::Json(tm.queue_view(&entry.0, &request.user, position)))
+    let position = tm.db.queue_join(&event_id, &caller.id, tm.now_ms()).await?;
+    Ok(axum::Json(tm.queue_view(&entry.0, &caller.id, position)))
 }
 
-/// A user's place in the waiting room, with the admission token once admitted.
+/// The caller's place in the waiting room, with the admission token once admitted.
 #[utoipa::path(
     get,
-    path = "/api/ticketmaster/events/{id}/queue/{user}",
+    path = "/api/ticketmaster/events/{id}/queue",
     tag = "ticketmaster",
-    params(
-        ("id" = String, Path, description = "Event id"),
-        ("user" = String, Path, description = "User"),
-    ),
+    params(("id" = String, Path, description = "Event id")),
     responses(
-        (status = 200, description = "The user's place", body = QueueView),
+        (status = 200, description = "The caller's place", body = QueueView),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event, no waiting room, or not queued", body = Problem, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = []))
 )]
 async fn queue_status(
     State(tm): State<Arc<Ticketmaster>>,
-    Path((event_id, who)): Path<(String, String)>,
+    caller: Caller,
+    Path(event_id): Path<String>,
 ) -> Result<axum::Json<QueueView>> {
-    user(&who)?;
     let entry = tm.queued_event(&event_id).await?;
     let position = tm
         .db
-        .queue_position(&event_id, &who)
+        .queue_position(&event_id, &caller.id)
         .await?
         .ok_or_else(|| ErrorKind::NotInQueue(event_id.clone()))?;
-    Ok(axum::Json(tm.queue_view(&entry.0, &who, position)))
+    Ok(axum::Json(tm.queue_view(&entry.0, &caller.id, position)))
 }

@@ -35,8 +35,7 @@ use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 pub use api::{
     ConfirmRequest, CreateEventRequest, CreateVenueRequest, ErrorKind, EventPage, EventView,
     EventsQuery, IDEMPOTENCY_KEY_LEN_MAX, PAGE_LIMIT_MAX, QueueView, ReservationView,
-    ReserveRequest, SeatMap, SeatView, TicketmasterApi, UserQuery, UserRequest, VenueView,
-    WaitingRoomSpec,
+    ReserveRequest, SeatMap, SeatView, TicketmasterApi, VenueView, WaitingRoomSpec,
 };
 pub use booking::{SEATS_PER_RESERVATION_MAX, seat_id, seat_price};
 pub use idempotency::{Begin, Idempotency};
@@ -179,7 +178,7 @@ impl Ticketmaster {
                 () = tokio::time::sleep(interval) => {}
             }
             if let Err(e) = self.sweep_once().await {
-                tracing::warn!(error = %e, "ticketmaster sweep failed");
+                tracing::warn!(error = &e as &dyn std::error::Error, "ticketmaster sweep failed");
             }
         }
     }

@@ -33,10 +33,20 @@ pub enum SeatState {
     Sold,
 }
 
-/// The reservation store failed.
+/// The reservation store failed; its own error is the source.
 #[derive(Debug, thiserror::Error)]
-#[error("reservation store: {0}")]
-pub struct SeatError(pub String);
+#[non_exhaustive]
+pub enum SeatError {
+    /// Opening the store, or adding, releasing, reading, listing or sweeping seats.
+    #[error("reservation store")]
+    Store(#[from] ReservationError),
+    /// A hold, for any reason but seats taken or unknown (those are [`HoldError`]s).
+    #[error("reservation store: hold")]
+    Hold(#[from] StoreHoldError),
+    /// A confirmation, for any reason but a hold that lapsed or was released.
+    #[error("reservation store: confirm")]
+    Confirm(#[from] ConfirmError),
+}
 
 /// Why a hold was refused.
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +104,6 @@ macro_rules! on_store {
     };
 }
 
-fn backend(e: impl std::fmt::Display) -> SeatError {
-    SeatError(e.to_string())
-}
-
 impl Seats {
     /// Opens the store on `db`'s pool, creating its tables.
     ///
@@ -109,12 +115,10 @@ impl Seats {
             ReservationConfig { max_ttl_ms: defaults.max_ttl_ms.max(hold_ttl_ms), ..defaults };
         Ok(match db {
             Db::Sqlite(pool) => Self::Sqlite(Arc::new(
-                SqliteReservationStore::new(pool.clone(), config, clock).await.map_err(backend)?,
+                SqliteReservationStore::new(pool.clone(), config, clock).await?,
             )),
             Db::Postgres(pool) => Self::Postgres(Arc::new(
-                PostgresReservationStore::new(pool.clone(), config, clock)
-                    .await
-                    .map_err(backend)?,
+                PostgresReservationStore::new(pool.clone(), config, clock).await?,
             )),
         })
     }
@@ -126,7 +130,7 @@ impl Seats {
     pub async fn add_items(&self, event_id: &str, seats: &[String]) -> Result<(), SeatError> {
         for chunk in seats.chunks(ADD_CHUNK) {
             let items: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            on_store!(self, |s| s.add_items(event_id, &items).await.map_err(backend))?;
+            on_store!(self, |s| s.add_items(event_id, &items).await)?;
         }
         Ok(())
     }
@@ -151,7 +155,7 @@ impl Seats {
             }),
             Err(StoreHoldError::Unavailable { items }) => Err(HoldError::Taken(items)),
             Err(StoreHoldError::NotFound { items }) => Err(HoldError::Unknown(items)),
-            Err(e) => Err(HoldError::Store(backend(e))),
+            Err(e) => Err(HoldError::Store(e.into())),
         }
     }
 
@@ -175,7 +179,7 @@ impl Seats {
         match on_store!(self, |s| s.confirm(&hold).await) {
             Ok(()) => Ok(true),
             Err(ConfirmError::Expired | ConfirmError::NotHolder { .. }) => Ok(false),
-            Err(e) => Err(backend(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -185,7 +189,7 @@ impl Seats {
     /// The store failed.
     pub async fn release(&self, r: &Reservation) -> Result<(), SeatError> {
         let hold = Self::hold_of(r);
-        on_store!(self, |s| s.release(&hold).await.map(drop).map_err(backend))
+        Ok(on_store!(self, |s| s.release(&hold).await.map(drop))?)
     }
 
     /// Whether every seat of the reservation is sold to it.
@@ -198,7 +202,7 @@ impl Seats {
             match status {
                 Ok(ItemStatus::Sold { holder }) if holder == r.id => {}
                 Ok(_) | Err(ReservationError::NotFound) => return Ok(false),
-                Err(e) => return Err(backend(e)),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(true)
@@ -212,10 +216,7 @@ impl Seats {
         let mut states = HashMap::new();
         let mut after: Option<String> = None;
         loop {
-            let page = on_store!(self, |s| s
-                .list(event_id, after.as_deref(), LIST_PAGE)
-                .await
-                .map_err(backend))?;
+            let page = on_store!(self, |s| s.list(event_id, after.as_deref(), LIST_PAGE).await)?;
             let full = page.len() == LIST_PAGE;
             after = page.last().map(|(item, _)| item.clone());
             for (item, status) in page {
@@ -237,6 +238,45 @@ impl Seats {
     /// # Errors
     /// The store failed.
     pub async fn sweep(&self, max_batch: usize) -> Result<usize, SeatError> {
-        on_store!(self, |s| s.sweep(max_batch).await.map_err(backend))
+        Ok(on_store!(self, |s| s.sweep(max_batch).await)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    /// The first `sqlx::Error` in `err`'s source chain.
+    fn driver_error<'e>(err: &'e (dyn Error + 'static)) -> Option<&'e sqlx::Error> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_keeps_the_database_error_as_its_source() {
+        let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let db = Db::Sqlite(pool.clone());
+        let seats = Seats::open(&db, Arc::new(girder_core::SystemClock), 60_000).await.unwrap();
+        let seat = vec!["A-1-1".to_owned()];
+        seats.add_items("e1", &seat).await.unwrap();
+        pool.close().await;
+
+        let err = seats.states("e1").await.unwrap_err();
+        assert!(matches!(err, SeatError::Store(ReservationError::Backend(_))), "{err:?}");
+        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        let err = seats.hold("e1", &seat, "r1", 60_000).await.unwrap_err();
+        assert!(
+            matches!(err, HoldError::Store(SeatError::Hold(StoreHoldError::Backend(_)))),
+            "{err:?}"
+        );
+        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
     }
 }

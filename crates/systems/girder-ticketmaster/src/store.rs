@@ -14,12 +14,21 @@ use sqlx::Row;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database failed or is unreachable.
-    #[error("database: {0}")]
+    /// The database failed or is unreachable; the source says how.
+    #[error("database")]
     Database(#[from] sqlx::Error),
-    /// A stored value does not decode (a bug or a hand-edited row).
+    /// A stored value does not decode (a bug or a hand-edited row); the message names it.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A JSON column (a venue's sections, a reservation's seats) does not encode or
+    /// decode; the source says why.
+    #[error("JSON column: {what}")]
+    Json {
+        /// Which value, of which row.
+        what: String,
+        /// The encoder's or decoder's error.
+        source: serde_json::Error,
+    },
 }
 
 /// Ticketmaster's tables, on the instance's one pool.
@@ -174,8 +183,9 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn insert_venue(&self, venue: &Venue) -> Result<(), StoreError> {
-        let sections = serde_json::to_string(&venue.sections)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sections = serde_json::to_string(&venue.sections).map_err(|source| {
+            StoreError::Json { what: format!("venue {} sections", venue.id), source }
+        })?;
         on_db!(&self.db, |pool| sqlx::query(
             "INSERT INTO tm_venues (id, name, city, sections, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5)"
@@ -205,8 +215,10 @@ impl Store {
             .await?
         });
         row.map(|(id, name, city, sections, created_at_ms)| {
-            let sections = serde_json::from_str(&sections)
-                .map_err(|e| StoreError::Corrupt(format!("venue {id} sections: {e}")))?;
+            let sections = serde_json::from_str(&sections).map_err(|source| StoreError::Json {
+                what: format!("venue {id} sections"),
+                source,
+            })?;
             Ok(Venue { id, name, city, sections, created_at_ms })
         })
         .transpose()
@@ -331,8 +343,10 @@ impl Store {
     /// # Errors
     /// Database failures.
     pub async fn insert_reservation(&self, r: &Reservation) -> Result<(), StoreError> {
-        let seats =
-            serde_json::to_string(&r.seats).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let seats = serde_json::to_string(&r.seats).map_err(|source| StoreError::Json {
+            what: format!("reservation {} seats", r.id),
+            source,
+        })?;
         on_db!(&self.db, |pool| sqlx::query(&format!(
             "INSERT INTO tm_reservations ({RESERVATION_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -602,7 +616,7 @@ where
     let id: String = row.try_get("id")?;
     let seats: String = row.try_get("seats")?;
     let seats = serde_json::from_str(&seats)
-        .map_err(|e| StoreError::Corrupt(format!("reservation {id} seats: {e}")))?;
+        .map_err(|source| StoreError::Json { what: format!("reservation {id} seats"), source })?;
     let state: String = row.try_get("state")?;
     Ok(Reservation {
         event_id: row.try_get("event_id")?,

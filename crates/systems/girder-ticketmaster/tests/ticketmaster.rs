@@ -11,6 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use girder_core::ManualClock;
+use girder_http::identity::{Role, test_tokens};
 use girder_sql::{Db, PoolConfig};
 use girder_system::Context;
 use girder_testkit::backends::TestDb;
@@ -44,6 +45,24 @@ impl Reply {
     }
 }
 
+/// The API as the server mounts it: behind the layer that verifies bearer tokens.
+fn routed(tm: &Arc<Ticketmaster>) -> Router {
+    tm.api_router().layer(test_tokens().layer())
+}
+
+/// `Authorization` for `user`, or for an operator.
+fn bearer(user: &str, role: Role) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    format!("Bearer {}", test_tokens().issue(user, role, now).token)
+}
+
+/// Sends a request as a caller. Who calls is written where the tests read best: a
+/// `"user"` field in a JSON body or a `?user=` query names the caller (both are
+/// removed before sending: the API takes the caller only from its token); an explicit
+/// `authorization` header is sent as given (empty: none); otherwise an operator calls.
 async fn call(
     app: &Router,
     method: &str,
@@ -51,14 +70,37 @@ async fn call(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut request = Request::builder().method(method).uri(uri);
+    let mut body = body.map(str::to_owned);
+    let mut caller = None;
+    if let Some(Ok(Value::Object(mut fields))) = body.as_deref().map(serde_json::from_str::<Value>)
+        && let Some(Value::String(user)) = fields.remove("user")
+    {
+        caller = Some(user);
+        body = Some(Value::Object(fields).to_string());
+    }
+    let mut uri = uri.to_owned();
+    if let Some((path, query)) = uri.clone().split_once("?user=") {
+        caller = Some(query.to_owned());
+        uri = path.to_owned();
+    }
+    let mut request = Request::builder().method(method).uri(&uri);
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }
-    for (name, value) in headers {
-        request = request.header(*name, *value);
+    let explicit = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    if !explicit {
+        let authorization = match &caller {
+            Some(user) => bearer(user, Role::User),
+            None => bearer("operator", Role::Operator),
+        };
+        request = request.header("authorization", authorization);
     }
-    let request = request.body(Body::from(body.unwrap_or("").to_owned())).expect("request");
+    for (name, value) in headers {
+        if !value.is_empty() {
+            request = request.header(*name, *value);
+        }
+    }
+    let request = request.body(Body::from(body.unwrap_or_default())).expect("request");
     let response = app.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let raw = response.into_body().collect().await.expect("body").to_bytes().to_vec();
@@ -131,7 +173,7 @@ async fn ten_thousand_attempts_sell_each_seat_exactly_once() {
         // Two instances on one database: the promise must hold across them.
         let a = open(&db, &clock, 8).await;
         let b = open(&db, &clock, 8).await;
-        let apps = [a.api_router(), b.api_router()];
+        let apps = [routed(&a), routed(&b)];
         let event = event(&apps[0], 10, 10, None).await;
         let started = Instant::now();
         let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
@@ -204,7 +246,7 @@ async fn a_lapsed_hold_frees_the_seat_and_charges_nothing() {
     for db in TestDb::all("a_lapsed_hold_frees_the_seat_and_charges_nothing").await {
         let clock = ManualClock::new(T0);
         let tm = open(&db, &clock, 4).await;
-        let app = tm.api_router();
+        let app = routed(&tm);
         let event = event(&app, 2, 2, None).await;
 
         let alice = hold(&app, &event, "alice", &["A-1-1"]).await;
@@ -262,7 +304,7 @@ async fn payments_never_charge_twice() {
     for db in TestDb::all("payments_never_charge_twice").await {
         let clock = ManualClock::new(T0);
         let tm = open(&db, &clock, 8).await;
-        let app = tm.api_router();
+        let app = routed(&tm);
         let event = event(&app, 5, 10, None).await;
         let reserve = |user: &'static str, seat: &'static str| {
             let app = app.clone();
@@ -376,7 +418,7 @@ async fn the_waiting_room_admits_by_position_and_time() {
         let clock = ManualClock::new(T0);
         let one = open(&db, &clock, 4).await;
         let two = open(&db, &clock, 4).await;
-        let (a, b) = (one.api_router(), two.api_router());
+        let (a, b) = (routed(&one), routed(&two));
         let event = event(&a, 2, 10, Some(2)).await;
         let queue = format!("/events/{event}/queue");
 
@@ -410,7 +452,7 @@ async fn the_waiting_room_admits_by_position_and_time() {
         );
 
         // 2 per second from T0: position 1 at +500 ms, 3 at +1500 ms.
-        let u3 = get(&a, &format!("{queue}/u3")).await;
+        let u3 = get(&a, &format!("{queue}?user=u3")).await;
         assert_eq!(u3.body["estimated_wait_ms"], 1500);
         assert!(u3.body["admission"].is_null());
         let reserve = format!("/events/{event}/reservations");
@@ -425,11 +467,11 @@ async fn the_waiting_room_admits_by_position_and_time() {
         assert_eq!((forged.status, forged.slug()), (StatusCode::FORBIDDEN, "admission-invalid"));
 
         clock.advance(Duration::from_millis(499));
-        assert_eq!(get(&b, &format!("{queue}/u1")).await.body["admitted"], false);
+        assert_eq!(get(&b, &format!("{queue}?user=u1")).await.body["admitted"], false);
         clock.advance(Duration::from_millis(1));
-        let u1 = get(&b, &format!("{queue}/u1")).await;
+        let u1 = get(&b, &format!("{queue}?user=u1")).await;
         assert_eq!(u1.body["admitted"], true);
-        assert_eq!(get(&a, &format!("{queue}/u2")).await.body["admitted"], false);
+        assert_eq!(get(&a, &format!("{queue}?user=u2")).await.body["admitted"], false);
         let token = u1.body["admission"].as_str().unwrap().to_owned();
         let stolen =
             post(&a, &reserve, &json!({"user": "u2", "seats": ["A-1-2"], "admission": token}))
@@ -441,7 +483,7 @@ async fn the_waiting_room_admits_by_position_and_time() {
         assert_eq!(held.status, StatusCode::CREATED, "{:?}", held.body);
 
         clock.advance(Duration::from_millis(1_000));
-        let u3 = get(&a, &format!("{queue}/u3")).await;
+        let u3 = get(&a, &format!("{queue}?user=u3")).await;
         assert_eq!(
             (u3.body["admitted"].clone(), u3.body["estimated_wait_ms"].clone()),
             (json!(true), json!(0))
@@ -457,7 +499,7 @@ async fn events_are_searched_and_paged() {
     for db in TestDb::all("events_are_searched_and_paged").await {
         let clock = ManualClock::new(T0);
         let tm = open(&db, &clock, 4).await;
-        let app = tm.api_router();
+        let app = routed(&tm);
         let venue = post(
             &app,
             "/venues",
@@ -529,7 +571,7 @@ async fn cancel_releases_the_seats() {
     for db in TestDb::all("cancel_releases_the_seats").await {
         let clock = ManualClock::new(T0);
         let tm = open(&db, &clock, 4).await;
-        let app = tm.api_router();
+        let app = routed(&tm);
         let event = event(&app, 1, 5, None).await;
         let r = hold(&app, &event, "ivy", &["A-1-1", "A-1-2"]).await;
         assert_eq!(r.status, StatusCode::CREATED);
@@ -575,7 +617,7 @@ async fn bad_input_gets_a_4xx_problem() {
     for db in TestDb::all("bad_input_gets_a_4xx_problem").await {
         let clock = ManualClock::new(T0);
         let tm = open(&db, &clock, 4).await;
-        let app = tm.api_router();
+        let app = routed(&tm);
         let event = event(&app, 2, 2, None).await;
         let queued = event_with_room(&app).await;
         let reservations = format!("/events/{event}/reservations");
@@ -598,20 +640,25 @@ async fn bad_input_gets_a_4xx_problem() {
             ("POST", reservations.clone(), Some(r#"{"user":"x","seats":[]}"#.into()), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
             ("POST", reservations.clone(), Some(json!({"user": "x", "seats": (1..=11).map(|i| format!("A-1-{i}")).collect::<Vec<_>>()}).to_string()), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
             ("POST", reservations.clone(), Some(r#"{"user":"x","seats":["A-1-2","A-1-2"]}"#.into()), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
-            ("POST", reservations.clone(), Some(r#"{"user":"","seats":["A-1-2"]}"#.into()), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
+            ("POST", reservations.clone(), Some(r#"{"seats":["A-1-2"]}"#.into()), vec![("authorization", "")], StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ("POST", reservations.clone(), Some(r#"{"seats":["A-1-2"]}"#.into()), vec![("authorization", "Bearer forged")], StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ("POST", reservations.clone(), Some(r#"{"seats":["A-1-2"]}"#.into()), vec![("authorization", "Basic YTpi")], StatusCode::UNAUTHORIZED, "unauthenticated"),
             ("POST", reservations.clone(), Some(r#"{"user":"x","seats":["A-1-2"],"extra":1}"#.into()), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-body"),
-            ("POST", reservations.clone(), Some(r#"{"user":"x","seats":["#.into()), vec![], StatusCode::BAD_REQUEST, "malformed-json"),
+            ("POST", reservations.clone(), Some(r#"{"seats":["#.into()), vec![], StatusCode::BAD_REQUEST, "malformed-json"),
             ("POST", format!("/events/{queued}/reservations"), Some(r#"{"user":"x","seats":["A-1-1"]}"#.into()), vec![], StatusCode::FORBIDDEN, "admission-required"),
             ("POST", confirm_uri.clone(), Some(pay.into()), vec![], StatusCode::BAD_REQUEST, "idempotency-key-missing"),
             ("POST", confirm_uri.clone(), Some(pay.into()), vec![("idempotency-key", long_key.as_str())], StatusCode::BAD_REQUEST, "invalid-idempotency-key"),
             ("POST", confirm_uri.clone(), Some(pay.into()), vec![("idempotency-key", "has space")], StatusCode::BAD_REQUEST, "invalid-idempotency-key"),
-            ("POST", confirm_uri.clone(), Some(r#"{"user":"amy""#.into()), vec![("idempotency-key", "k1")], StatusCode::BAD_REQUEST, "malformed-json"),
+            ("POST", confirm_uri.clone(), Some(r#"{"payment_token":"tok_ok""#.into()), vec![("idempotency-key", "k1")], StatusCode::BAD_REQUEST, "malformed-json"),
             ("POST", confirm_uri.clone(), Some(r#"{"user":"bo","payment_token":"tok_ok"}"#.into()), vec![("idempotency-key", "k2")], StatusCode::FORBIDDEN, "not-your-reservation"),
             ("POST", "/reservations/r_nope/confirm".into(), Some(pay.into()), vec![("idempotency-key", "k3")], StatusCode::NOT_FOUND, "unknown-reservation"),
             ("POST", confirm_uri.clone(), Some(r#"{"user":"amy","payment_token":""}"#.into()), vec![("idempotency-key", "k4")], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
             ("DELETE", format!("/reservations/{mine}?user=bo"), None, vec![], StatusCode::FORBIDDEN, "not-your-reservation"),
-            ("DELETE", format!("/reservations/{mine}"), None, vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
-            ("DELETE", format!("/reservations/{mine}"), Some("{nope".into()), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
+            ("DELETE", format!("/reservations/{mine}"), None, vec![("authorization", "")], StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ("GET", format!("/reservations/{mine}?user=bo"), None, vec![], StatusCode::FORBIDDEN, "not-your-reservation"),
+            ("GET", format!("/reservations/{mine}"), None, vec![("authorization", "")], StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ("POST", "/venues?user=bo".into(), Some(venue(json!([section("A", 1, 1)]))), vec![], StatusCode::FORBIDDEN, "forbidden"),
+            ("POST", "/events".into(), Some(r#"{"name":"x","venue_id":"v","starts_at":"2030-01-01T00:00:00Z"}"#.into()), vec![("authorization", "")], StatusCode::UNAUTHORIZED, "unauthenticated"),
             ("GET", "/reservations/r_nope".into(), None, vec![], StatusCode::NOT_FOUND, "unknown-reservation"),
             ("GET", "/events/e_nope".into(), None, vec![], StatusCode::NOT_FOUND, "unknown-event"),
             ("GET", "/events/e_nope/seats".into(), None, vec![], StatusCode::NOT_FOUND, "unknown-event"),
@@ -621,7 +668,7 @@ async fn bad_input_gets_a_4xx_problem() {
             ("GET", "/events?from=yesterday".into(), None, vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
             ("GET", "/events?bogus=1".into(), None, vec![], StatusCode::BAD_REQUEST, "bad-query"),
             ("POST", format!("/events/{event}/queue"), Some(r#"{"user":"x"}"#.into()), vec![], StatusCode::NOT_FOUND, "no-waiting-room"),
-            ("GET", format!("/events/{queued}/queue/nobody"), None, vec![], StatusCode::NOT_FOUND, "not-in-queue"),
+            ("GET", format!("/events/{queued}/queue?user=nobody"), None, vec![], StatusCode::NOT_FOUND, "not-in-queue"),
             ("POST", "/venues".into(), Some(venue(json!((0..21).map(|i| section(&format!("S{i}"), 1, 1)).collect::<Vec<_>>()))), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
             ("POST", "/venues".into(), Some(venue(json!([section("A", 101, 1)]))), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
             ("POST", "/venues".into(), Some(venue(json!([section("A", 1, 101)]))), vec![], StatusCode::UNPROCESSABLE_ENTITY, "invalid-request"),
@@ -663,7 +710,7 @@ async fn holds_survive_a_restart_and_still_lapse_on_time() {
     for db in TestDb::all("holds_survive_a_restart_and_still_lapse_on_time").await {
         let clock = ManualClock::new(T0);
         let first = open(&db, &clock, 4).await;
-        let app = first.api_router();
+        let app = routed(&first);
         let event = event(&app, 1, 3, None).await;
         let r = hold(&app, &event, "kim", &["A-1-1"]).await;
         let id = r.body["id"].as_str().unwrap().to_owned();
@@ -676,7 +723,7 @@ async fn holds_survive_a_restart_and_still_lapse_on_time() {
         drop(first);
 
         let second = open(&db, &clock, 4).await;
-        let app = second.api_router();
+        let app = routed(&second);
         assert_eq!(get(&app, &format!("/reservations/{id}")).await.body["state"], "held");
         assert_eq!(seat_status(&app, &event).await["A-1-1"], "held");
         assert_eq!(hold(&app, &event, "max", &["A-1-1"]).await.status, StatusCode::CONFLICT);
