@@ -2,8 +2,10 @@
 //! concurrency ("Pattern: Optimistic Locking with Version Fields") and serializable
 //! transactions ("Pattern: ACID Transactions for Atomicity") report by design.
 //!
-//! [`retry`] retries any async operation; [`update_with_retry`] is the
-//! read-modify-compare-and-set loop on a [`VersionStore`]. Both count attempts, so
+//! [`retry`] retries any async operation; [`retry_numbered`] is the same loop for
+//! callers that record the attempt (each attempt is told its number, and the attempts
+//! made are reported however the loop ends); [`update_with_retry`] is the
+//! read-modify-compare-and-set loop on a [`VersionStore`]. All count attempts, so
 //! callers (and the lab) can see how much contention cost.
 
 use std::future::Future;
@@ -114,20 +116,50 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let Attempted { result, attempts } = retry_numbered(policy, is_retryable, |_| f()).await;
+    result.map(|value| (value, attempts))
+}
+
+/// How a [`retry_numbered`] loop ended, and the attempts it made either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempted<T, E> {
+    /// The value, or why the loop stopped.
+    pub result: Result<T, RetryError<E>>,
+    /// Attempts made, the last one included (1 = no retry), whatever the result.
+    pub attempts: u32,
+}
+
+/// The loop behind [`retry`] and [`retry_counted`], for callers that record the
+/// attempt: `f` is given the attempt's number (1-based), and the attempts made come
+/// back with the result even when it is an error — a non-retryable failure on the
+/// third attempt reports 3, which [`RetryError::Failed`] alone cannot say.
+///
+/// Each attempt is a whole unit of work: a caller whose unit is "read, then one
+/// transaction" (optimistic locking) runs both in `f`, so a conflict re-reads, and one
+/// policy bounds the pair.
+pub async fn retry_numbered<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    is_retryable: impl Fn(&E) -> bool,
+    mut f: F,
+) -> Attempted<T, E>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let max = policy.attempts();
     let mut attempt = 1;
     loop {
-        match f().await {
-            Ok(value) => return Ok((value, attempt)),
-            Err(err) if !is_retryable(&err) => return Err(RetryError::Failed(err)),
-            Err(last) if attempt >= max => {
-                return Err(RetryError::Exhausted { attempts: attempt, last });
-            }
+        let result = match f(attempt).await {
+            Ok(value) => Ok(value),
+            Err(err) if !is_retryable(&err) => Err(RetryError::Failed(err)),
+            Err(last) if attempt >= max => Err(RetryError::Exhausted { attempts: attempt, last }),
             Err(_) => {
                 policy.backoff(attempt).await;
                 attempt += 1;
+                continue;
             }
-        }
+        };
+        return Attempted { result, attempts: attempt };
     }
 }
 
@@ -255,6 +287,37 @@ mod tests {
                 .await;
         assert_eq!(result, Err(RetryError::Exhausted { attempts: 4, last: 3 }));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn numbered_attempts_are_told_their_number_and_counted_on_failure() {
+        let mut seen = Vec::new();
+        let policy = RetryPolicy { max_attempts: 5, base_delay_ms: 1, max_delay_ms: 5 };
+        // Two retryable failures, then one retrying cannot fix: three attempts made.
+        let run: Attempted<(), &str> = retry_numbered(
+            &policy,
+            |e: &&str| *e == "busy",
+            |attempt| {
+                seen.push(attempt);
+                async move { Err(if attempt < 3 { "busy" } else { "refused" }) }
+            },
+        )
+        .await;
+        assert_eq!(run, Attempted { result: Err(RetryError::Failed("refused")), attempts: 3 });
+        assert_eq!(seen, [1, 2, 3]);
+
+        let run: Attempted<(), ()> =
+            retry_numbered(&policy, |_: &()| true, |_| async { Err(()) }).await;
+        assert_eq!(run.result, Err(RetryError::Exhausted { attempts: 5, last: () }));
+        assert_eq!(run.attempts, 5, "bounded by the policy");
+
+        let run = retry_numbered(
+            &policy,
+            |_: &()| true,
+            |attempt| async move { if attempt == 2 { Ok(attempt) } else { Err(()) } },
+        )
+        .await;
+        assert_eq!(run, Attempted { result: Ok(2), attempts: 2 });
     }
 
     #[tokio::test(start_paused = true)]

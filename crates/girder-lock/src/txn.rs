@@ -13,6 +13,12 @@
 //! only with `sqlx::Error`; `run_pg_transaction` and `run_sqlite_transaction` are
 //! the general forms: the body's own error type (a refusal rolls back, an optimistic
 //! conflict can be retried too), a caller-chosen retry test, and the attempt count.
+//! `pg_transaction_once` and `sqlite_transaction_once` are one attempt of the same
+//! (begin, body, commit, roll back at once on any error), for callers whose unit of
+//! retry is larger than the transaction: an optimistic read phase that must run
+//! before `BEGIN` and be repeated with it. They retry that unit with
+//! [`crate::retry::retry_numbered`], which also tells each attempt its number (to
+//! record) and reports the attempts made however the loop ends.
 //!
 //! The closure returns a boxed future borrowing the connection. Values it captures
 //! must be cloned into each attempt's future (`let key = key.clone();` before
@@ -164,21 +170,7 @@ where
     let max = policy.attempts();
     let mut attempt = 1;
     loop {
-        let outcome = async {
-            let mut tx = pool.begin_with(isolation.begin_statement()).await?;
-            match body(&mut tx).await {
-                // Under SERIALIZABLE the commit itself may be the statement that fails.
-                Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
-                Err(err) => {
-                    // Roll back now, releasing row locks before the backoff. If this
-                    // fails the connection is broken and the pool discards it.
-                    let _ = tx.rollback().await;
-                    Err(err)
-                }
-            }
-        }
-        .await;
-        match outcome {
+        match pg_transaction_once(pool, isolation, &mut body).await {
             Ok(value) => return Ok((value, attempt)),
             Err(err) if !is_retryable(&err) => return Err(RetryError::Failed(err)),
             Err(last) if attempt >= max => {
@@ -188,6 +180,36 @@ where
                 policy.backoff(attempt).await;
                 attempt += 1;
             }
+        }
+    }
+}
+
+/// One attempt of `run_pg_transaction`, without retrying: begins at `isolation`, runs
+/// `body`, commits. Any error — from `BEGIN`, the body or the commit — is returned as
+/// it is, after the transaction has been rolled back, so the caller can back off
+/// without holding a row lock.
+///
+/// # Errors
+/// The body's error, or a database error converted into `E`.
+#[cfg(feature = "postgres")]
+pub async fn pg_transaction_once<T, E, F>(
+    pool: &sqlx::PgPool,
+    isolation: Isolation,
+    body: F,
+) -> Result<T, E>
+where
+    E: From<sqlx::Error>,
+    F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> TxnBodyFuture<'c, T, E>,
+{
+    let mut tx = pool.begin_with(isolation.begin_statement()).await?;
+    match body(&mut tx).await {
+        // Under SERIALIZABLE the commit itself may be the statement that fails.
+        Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
+        Err(err) => {
+            // Roll back now, releasing row locks before any backoff. If this fails
+            // the connection is broken and the pool discards it.
+            let _ = tx.rollback().await;
+            Err(err)
         }
     }
 }
@@ -241,19 +263,7 @@ where
     let max = policy.attempts();
     let mut attempt = 1;
     loop {
-        let outcome = async {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            match body(&mut tx).await {
-                Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
-                Err(err) => {
-                    // Release the write lock before the backoff (see run_pg_transaction).
-                    let _ = tx.rollback().await;
-                    Err(err)
-                }
-            }
-        }
-        .await;
-        match outcome {
+        match sqlite_transaction_once(pool, &mut body).await {
             Ok(value) => return Ok((value, attempt)),
             Err(err) if !is_retryable(&err) => return Err(RetryError::Failed(err)),
             Err(last) if attempt >= max => {
@@ -264,5 +274,96 @@ where
                 attempt += 1;
             }
         }
+    }
+}
+
+/// One attempt of `run_sqlite_transaction`, without retrying: `BEGIN IMMEDIATE`, runs
+/// `body`, commits. Any error is returned as it is, after the transaction has been
+/// rolled back, so the write lock is free before the caller backs off.
+///
+/// # Errors
+/// The body's error, or a database error converted into `E`.
+#[cfg(feature = "sqlite")]
+pub async fn sqlite_transaction_once<T, E, F>(pool: &sqlx::SqlitePool, body: F) -> Result<T, E>
+where
+    E: From<sqlx::Error>,
+    F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> TxnBodyFuture<'c, T, E>,
+{
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    match body(&mut tx).await {
+        Ok(value) => tx.commit().await.map(|()| value).map_err(E::from),
+        Err(err) => {
+            // Release the write lock now (see pg_transaction_once).
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    enum BodyError {
+        Refused,
+        Db(sqlx::Error),
+    }
+
+    impl From<sqlx::Error> for BodyError {
+        fn from(e: sqlx::Error) -> Self {
+            Self::Db(e)
+        }
+    }
+
+    async fn count(pool: &sqlx::SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT n FROM counter").fetch_one(pool).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_attempt_commits_or_rolls_back_and_returns_the_body_error() {
+        // One connection, so every statement sees the same in-memory database.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE counter (n INTEGER NOT NULL)").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO counter VALUES (0)").execute(&pool).await.unwrap();
+
+        let value = sqlite_transaction_once(&pool, |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE counter SET n = n + 1").execute(&mut *tx).await?;
+                Ok::<_, BodyError>(7)
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(value, 7);
+        assert_eq!(count(&pool).await, 1);
+
+        let refused: Result<(), _> = sqlite_transaction_once(&pool, |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE counter SET n = n + 100").execute(&mut *tx).await?;
+                Err(BodyError::Refused)
+            })
+        })
+        .await;
+        assert!(matches!(refused, Err(BodyError::Refused)), "{refused:?}");
+        assert_eq!(count(&pool).await, 1, "a refused attempt's write survived");
+
+        let failed: Result<(), _> = sqlite_transaction_once(&pool, |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE counter SET n = n + 100").execute(&mut *tx).await?;
+                sqlx::query("UPDATE nowhere SET n = 1").execute(&mut *tx).await?;
+                Ok(())
+            })
+        })
+        .await;
+        assert!(
+            matches!(&failed, Err(BodyError::Db(e)) if e.as_database_error().is_some()),
+            "{failed:?}"
+        );
+        assert_eq!(count(&pool).await, 1, "a failed attempt's write survived");
     }
 }

@@ -16,15 +16,18 @@
 //!   retried with girder-lock's bounded, jittered backoff; when the policy is
 //!   spent the order fails with `contention` (the client may retry).
 //!
-//! Both strategies also retry engine-reported transient conflicts (SQLite
-//! `BUSY`/`LOCKED`, PostgreSQL serialization failure or deadlock) under the
-//! same policy, using girder-lock's `txn` error classifiers. The transaction is
-//! written here around `girder_lock::retry::retry_counted` rather than with
-//! `txn::with_pg_transaction`/`with_sqlite_transaction`: their body can only fail
-//! with a `sqlx::Error`, so an optimistic version conflict (a retry) and a
-//! refusal (no retry, roll back) have no way out, the optimistic read phase runs
-//! outside any transaction, and the attempt count (stored with the order) is not
-//! reported.
+//! Both strategies run on `girder_lock::txn` and `girder_lock::retry`: each
+//! attempt's transaction is `txn::sqlite_transaction_once` (`BEGIN IMMEDIATE`) or
+//! `txn::pg_transaction_once` (`READ COMMITTED`), which commit, or roll back at once
+//! on any error; `retry::retry_numbered` runs the attempts under the configured
+//! policy, tells each its number (stored with the order) and reports the attempts
+//! made however the order ends. An attempt is retried when it lost a race — an
+//! optimistic version conflict, or a conflict the engine reported (SQLite
+//! `BUSY`/`LOCKED`, PostgreSQL serialization failure or deadlock, by girder-lock's
+//! `txn` classifiers) — and a refusal ends the order at once. The attempt, not
+//! the transaction, is the unit of retry because the optimistic read phase runs
+//! before `BEGIN` and must be repeated with it; `txn::run_*_transaction` is the
+//! same loop for bodies that are the whole attempt.
 //!
 //! The stock figures orders use always come from the database inside the
 //! attempt, never from the availability cache.
@@ -38,12 +41,10 @@
 //! optimistic versions pay off only where conflicts are rare.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use girder_lock::retry::{RetryError, RetryPolicy, retry_counted};
-use girder_lock::txn;
+use girder_lock::retry::{Attempted, RetryError, RetryPolicy, retry_numbered};
+use girder_lock::txn::{self, Isolation};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use super::Strategy;
 use girder_sql::{Db, on_db};
@@ -168,24 +169,19 @@ pub struct Outcome {
 /// Places `order` in one transaction per attempt, retrying under `policy`.
 pub async fn place(store: &Store, order: &NewOrder, policy: &RetryPolicy) -> Outcome {
     debug_assert!(order.lines.windows(2).all(|w| w[0].0 < w[1].0), "lines sku-sorted, distinct");
-    let tries = AtomicU32::new(0);
-    let result = retry_counted(
+    let Attempted { result, attempts } = retry_numbered(
         policy,
         |e: &Attempt| matches!(e, Attempt::Retry(_)),
-        || {
-            let attempt = tries.fetch_add(1, Ordering::Relaxed) + 1;
-            async move {
-                match order.strategy {
-                    Strategy::RowLock => row_lock(store, order, attempt).await,
-                    Strategy::Optimistic => optimistic(store, order, attempt).await,
-                }
+        |attempt| async move {
+            match order.strategy {
+                Strategy::RowLock => row_lock(store, order, attempt).await,
+                Strategy::Optimistic => optimistic(store, order, attempt).await,
             }
         },
     )
     .await;
-    let attempts = tries.load(Ordering::Relaxed);
     let result = match result {
-        Ok((order, attempts)) => Ok(Placed { order, attempts }),
+        Ok(order) => Ok(Placed { order, attempts }),
         Err(RetryError::Exhausted { attempts, last }) => {
             if let Attempt::Retry(why) = &last {
                 let why: &dyn std::error::Error = why;
@@ -265,115 +261,194 @@ const READ_ROW: &str = "SELECT i.quantity, i.version, it.price_cents \
      FROM gopuff_inventory i JOIN gopuff_items it ON it.sku = i.sku \
      WHERE i.center_id = $1 AND i.sku = $2";
 
-/// Pessimistic: lock, check, decrement, record.
+/// Pessimistic: lock, check, decrement, record, in one transaction.
 async fn row_lock(store: &Store, order: &NewOrder, attempt: u32) -> Result<Order, Attempt> {
-    on_db!(store.db(), |pool| {
-        let (begin, read) = match store.db() {
-            // The write lock up front: no other writer until commit.
-            Db::Sqlite(_) => ("BEGIN IMMEDIATE", READ_ROW.to_owned()),
-            Db::Postgres(_) => ("BEGIN", format!("{READ_ROW} FOR UPDATE OF i")),
-        };
-        let mut tx = pool.begin_with(begin).await?;
-        let mut reads = BTreeMap::new();
-        // Sku order (lines are sorted): every order locks rows in the same order.
-        for (sku, _) in &order.lines {
-            let row =
-                sqlx::query(&read).bind(order.center_id).bind(sku).fetch_optional(&mut *tx).await?;
-            if let Some(row) = row {
-                reads.insert(
-                    sku.clone(),
-                    (
-                        row.try_get("quantity")?,
-                        row.try_get("version")?,
-                        row.try_get("price_cents")?,
-                    ),
-                );
-            }
+    // A transaction body's future is bound only by its connection's borrow, so it
+    // owns what it uses: each attempt clones the order.
+    let order = order.clone();
+    match store.db() {
+        // SQLite has no row locks: the write lock `BEGIN IMMEDIATE` takes before the
+        // first read is the lock, so the plain read is already a locked one.
+        Db::Sqlite(pool) => {
+            txn::sqlite_transaction_once(pool, move |tx| {
+                Box::pin(async move { lock_and_take(tx, &order, READ_ROW, attempt).await })
+            })
+            .await
         }
-        if let Some(refusal) = refuse(&mut *tx, order, &reads).await? {
-            tx.rollback().await?;
-            return Err(Attempt::Final(refusal));
+        Db::Postgres(pool) => {
+            let read = format!("{READ_ROW} FOR UPDATE OF i");
+            txn::pg_transaction_once(pool, Isolation::ReadCommitted, move |tx| {
+                Box::pin(async move { lock_and_take(tx, &order, &read, attempt).await })
+            })
+            .await
         }
-        for (sku, q) in &order.lines {
-            let done = sqlx::query(
-                "UPDATE gopuff_inventory SET quantity = quantity - $3, version = version + 1 \
-                 WHERE center_id = $1 AND sku = $2 AND quantity >= $3",
-            )
-            .bind(order.center_id)
-            .bind(sku)
-            .bind(q)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            // We hold the row: it cannot have changed since the check.
-            assert_eq!(done, 1, "locked inventory row {sku} changed under its lock");
-        }
-        let stored = record(&mut *tx, order, &reads, attempt, "row_lock").await?;
-        tx.commit().await?;
-        Ok(stored)
-    })
+    }
 }
 
-/// Optimistic: read without locks, then decrement only if nothing changed.
+/// Row lock's transaction body: read (and lock) every line's row in sku order,
+/// refuse or decrement every line, record.
+async fn lock_and_take<C, DB>(
+    tx: &mut C,
+    order: &NewOrder,
+    read: &str,
+    attempt: u32,
+) -> Result<Order, Attempt>
+where
+    C: sqlx::Connection<Database = DB>,
+    DB: sqlx::Database,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    (i64, i64, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    DB::QueryResult: RowsAffected,
+{
+    // Sku order (lines are sorted): every order locks rows in the same order.
+    let reads = read_rows(&mut *tx, order, read).await?;
+    if let Some(refusal) = refuse(&mut *tx, order, &reads).await? {
+        return Err(Attempt::Final(refusal));
+    }
+    for (sku, q) in &order.lines {
+        let done = sqlx::query(
+            "UPDATE gopuff_inventory SET quantity = quantity - $3, version = version + 1 \
+             WHERE center_id = $1 AND sku = $2 AND quantity >= $3",
+        )
+        .bind(order.center_id)
+        .bind(sku.as_str())
+        .bind(*q)
+        .execute(&mut *tx)
+        .await?
+        .rows();
+        // We hold the row: it cannot have changed since the check.
+        assert_eq!(done, 1, "locked inventory row {sku} changed under its lock");
+    }
+    Ok(record(&mut *tx, order, &reads, attempt, "row_lock").await?)
+}
+
+/// Optimistic: read without locks, then decrement in one transaction only if
+/// nothing changed.
 async fn optimistic(store: &Store, order: &NewOrder, attempt: u32) -> Result<Order, Attempt> {
-    on_db!(store.db(), |pool| {
-        // One connection for the reads, returned to the pool before the write
-        // transaction takes one: an order never holds two (no pool starvation).
+    let reads = on_db!(store.db(), |pool| {
+        // No transaction for the reads, and one connection, returned to the pool
+        // before the write transaction takes one: an order never holds two (no
+        // pool starvation).
         let mut conn = pool.acquire().await?;
-        let mut reads = BTreeMap::new();
-        for (sku, _) in &order.lines {
-            let row = sqlx::query(READ_ROW)
-                .bind(order.center_id)
-                .bind(sku)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(row) = row {
-                reads.insert(
-                    sku.clone(),
-                    (
-                        row.try_get("quantity")?,
-                        row.try_get("version")?,
-                        row.try_get("price_cents")?,
-                    ),
-                );
-            }
-        }
+        let reads = read_rows(&mut *conn, order, READ_ROW).await?;
         // Each row was read at its committed state, so a shortfall seen here
         // was real at that moment: refuse without retrying.
-        let refusal = refuse(&mut *conn, order, &reads).await?;
-        drop(conn);
-        if let Some(refusal) = refusal {
+        if let Some(refusal) = refuse(&mut *conn, order, &reads).await? {
             return Err(Attempt::Final(refusal));
         }
-        let begin = match store.db() {
-            // Take SQLite's write lock at BEGIN, so the conditional updates never
-            // meet a stale read snapshot; the version check does the real work.
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
-            Db::Postgres(_) => "BEGIN",
-        };
-        let mut tx = pool.begin_with(begin).await?;
-        for (sku, q) in &order.lines {
-            let version = reads.get(sku).map_or(0, |r| r.1);
-            let done = sqlx::query(
-                "UPDATE gopuff_inventory SET quantity = quantity - $3, version = version + 1 \
-                 WHERE center_id = $1 AND sku = $2 AND version = $4 AND quantity >= $3",
-            )
-            .bind(order.center_id)
-            .bind(sku)
-            .bind(q)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done != 1 {
-                tx.rollback().await?;
-                return Err(Attempt::Retry(Conflict::Changed(sku.clone())));
-            }
+        reads
+    });
+    let order = order.clone();
+    match store.db() {
+        // Take SQLite's write lock at BEGIN, so the conditional updates never meet
+        // a stale read snapshot; the version check does the real work.
+        Db::Sqlite(pool) => {
+            txn::sqlite_transaction_once(pool, move |tx| {
+                Box::pin(async move { take_if_unchanged(tx, &order, &reads, attempt).await })
+            })
+            .await
         }
-        let stored = record(&mut *tx, order, &reads, attempt, "optimistic").await?;
-        tx.commit().await?;
-        Ok(stored)
-    })
+        Db::Postgres(pool) => {
+            txn::pg_transaction_once(pool, Isolation::ReadCommitted, move |tx| {
+                Box::pin(async move { take_if_unchanged(tx, &order, &reads, attempt).await })
+            })
+            .await
+        }
+    }
+}
+
+/// Optimistic's transaction body: decrement every line (sku order) only where
+/// its row still has the version read, then record. A row that changed is a
+/// conflict: the helper rolls the transaction back and the attempt is retried.
+async fn take_if_unchanged<C, DB>(
+    tx: &mut C,
+    order: &NewOrder,
+    reads: &BTreeMap<String, Read>,
+    attempt: u32,
+) -> Result<Order, Attempt>
+where
+    C: sqlx::Connection<Database = DB>,
+    DB: sqlx::Database,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    DB::QueryResult: RowsAffected,
+{
+    for (sku, q) in &order.lines {
+        let version = reads.get(sku).map_or(0, |r| r.1);
+        let done = sqlx::query(
+            "UPDATE gopuff_inventory SET quantity = quantity - $3, version = version + 1 \
+             WHERE center_id = $1 AND sku = $2 AND version = $4 AND quantity >= $3",
+        )
+        .bind(order.center_id)
+        .bind(sku.as_str())
+        .bind(*q)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?
+        .rows();
+        if done != 1 {
+            return Err(Attempt::Retry(Conflict::Changed(sku.clone())));
+        }
+    }
+    Ok(record(&mut *tx, order, reads, attempt, "optimistic").await?)
+}
+
+/// The rows a statement changed, on either engine (sqlx has no common trait
+/// for it).
+trait RowsAffected {
+    fn rows(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// Every line's inventory row that exists, read with `read` (`READ_ROW`, or it
+/// `FOR UPDATE`) one line at a time in sku order.
+async fn read_rows<C, DB>(
+    conn: &mut C,
+    order: &NewOrder,
+    read: &str,
+) -> Result<BTreeMap<String, Read>, sqlx::Error>
+where
+    C: sqlx::Connection<Database = DB>,
+    DB: sqlx::Database,
+    for<'e> &'e mut C: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (i64, i64, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let mut reads = BTreeMap::new();
+    for (sku, _) in &order.lines {
+        let row: Option<Read> = sqlx::query_as(read)
+            .bind(order.center_id)
+            .bind(sku.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            reads.insert(sku.clone(), row);
+        }
+    }
+    Ok(reads)
 }
 
 /// Inserts the order and its lines inside the caller's transaction.
