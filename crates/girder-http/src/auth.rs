@@ -119,7 +119,7 @@ pub struct SignInRequest {
     post,
     path = "/api/auth/demo",
     tag = "auth",
-    request_body(content = DemoRequest, description = "Optional: the role wanted"),
+    request_body(content = Option<DemoRequest>, description = "Optional: the role wanted"),
     responses(
         (status = 201, description = "A token for a new demo identity", body = IssuedToken),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -133,8 +133,17 @@ async fn demo(State(auth): State<Arc<Auth>>, body: axum::body::Bytes) -> Respons
     let request = if body.is_empty() {
         DemoRequest::default()
     } else {
-        match serde_json::from_slice::<DemoRequest>(&body) {
-            Ok(request) => request,
+        // Only an object (or null) is a DemoRequest: serde would also read a struct
+        // from a JSON array.
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body).and_then(|value| {
+            if value.is_object() || value.is_null() {
+                serde_json::from_value::<Option<DemoRequest>>(value)
+            } else {
+                Err(serde::de::Error::custom("the body must be a JSON object"))
+            }
+        });
+        match parsed {
+            Ok(request) => request.unwrap_or_default(),
             Err(e) if e.is_syntax() || e.is_eof() => {
                 return Problem::new(
                     StatusCode::BAD_REQUEST,

@@ -7,6 +7,7 @@
 //!   MAC ("Pattern: Pagination & Cursor-based Fetching").
 //! - [`identity`]: signed, expiring bearer tokens and the `Caller` / `Operator`
 //!   extractors, with one rule for 401 vs 403; [`auth`]: the sign-in endpoints.
+//! - [`openapi`]: the statuses the shared layers answer, declared on every operation.
 //! - [`ratelimit`]: the rules engine and the tower layer every system's API wears
 //!   ("Pattern: Token Bucket for Rate Limiting").
 //!
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod cursor;
 pub mod extract;
 pub mod identity;
+pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 

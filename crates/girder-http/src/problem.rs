@@ -2,6 +2,16 @@
 //!
 //! Every system maps its typed errors to a [`Problem`] in one place; handlers
 //! never build status codes by hand.
+//!
+//! **400 or 422, one rule.** 400 when the request cannot be read: a JSON body that is
+//! not JSON, a path or query parameter that does not deserialize (wrong type, unknown
+//! parameter), a required header that is missing or malformed, an opaque value that
+//! fails verification (a forged or foreign cursor). 422 when it was read and something
+//! in it breaks a rule: a JSON body of the wrong shape (a wrong type, a missing or
+//! unknown field), a value out of range, too long or malformed by the operation's own
+//! rules (`limit=0`, an invalid URL). 415 for a body that is not `application/json`,
+//! 413 for one over the size limit. Every bound behind a 422 is also in the OpenAPI
+//! schema.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -178,7 +178,7 @@ impl Systems {
         description = "System design patterns, running. Every error is an RFC 9457 problem."
     ),
     paths(healthz, readyz, metrics_text, systems_list, lab_results, lab_plot),
-    components(schemas(SystemView, Problem))
+    components(schemas(SystemView, Problem, LabResult))
 )]
 struct ServerApi;
 
@@ -190,6 +190,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     for document in SYSTEMS.iter().filter_map(|plan| plan.openapi()) {
         doc.merge(document);
     }
+    girder_http::openapi::declare_shared_responses(&mut doc);
     doc
 }
 
@@ -405,8 +406,20 @@ async fn script() -> Response {
         .into_response()
 }
 
+/// One experiment's latest result, as `/api/lab` lists it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // the shape of the JSON `lab_results` builds, for the OpenAPI document
+struct LabResult {
+    /// The experiment's name.
+    name: String,
+    /// What it measures.
+    summary: String,
+    /// Its `results.json`.
+    result: serde_json::Value,
+}
+
 /// The latest result of every lab experiment that has run (from `results.json`).
-#[utoipa::path(get, path = "/api/lab", tag = "lab", responses((status = 200, description = "Latest results, one per experiment that has run", body = Object)))]
+#[utoipa::path(get, path = "/api/lab", tag = "lab", responses((status = 200, description = "Latest results, one per experiment that has run", body = [LabResult])))]
 async fn lab_results(State(state): State<AppState>) -> Json<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for experiment in crate::lab::EXPERIMENTS {

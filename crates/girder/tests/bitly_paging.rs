@@ -142,18 +142,28 @@ async fn bad_cursors_and_limits_get_a_400() {
     forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).expect("ascii");
     let cases = [
-        (format!("/api/bitly/urls?cursor={forged}"), "invalid-cursor"),
-        ("/api/bitly/urls?cursor=not-a-cursor".to_owned(), "invalid-cursor"),
-        (format!("/api/bitly/urls?cursor={}", "A".repeat(600)), "invalid-cursor"),
-        ("/api/bitly/urls?limit=0".to_owned(), "invalid-limit"),
-        ("/api/bitly/urls?limit=101".to_owned(), "invalid-limit"),
-        ("/api/bitly/urls?limit=-1".to_owned(), "bad-query"),
-        ("/api/bitly/urls?limit=ten".to_owned(), "bad-query"),
-        ("/api/bitly/urls?bogus=1".to_owned(), "bad-query"),
+        // Unreadable (a forged cursor, a limit that is not a number): 400.
+        (format!("/api/bitly/urls?cursor={forged}"), StatusCode::BAD_REQUEST, "invalid-cursor"),
+        (
+            "/api/bitly/urls?cursor=not-a-cursor".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid-cursor",
+        ),
+        (
+            format!("/api/bitly/urls?cursor={}", "A".repeat(600)),
+            StatusCode::BAD_REQUEST,
+            "invalid-cursor",
+        ),
+        ("/api/bitly/urls?limit=-1".to_owned(), StatusCode::BAD_REQUEST, "bad-query"),
+        ("/api/bitly/urls?limit=ten".to_owned(), StatusCode::BAD_REQUEST, "bad-query"),
+        ("/api/bitly/urls?bogus=1".to_owned(), StatusCode::BAD_REQUEST, "bad-query"),
+        // Readable but out of range: 422.
+        ("/api/bitly/urls?limit=0".to_owned(), StatusCode::UNPROCESSABLE_ENTITY, "invalid-limit"),
+        ("/api/bitly/urls?limit=101".to_owned(), StatusCode::UNPROCESSABLE_ENTITY, "invalid-limit"),
     ];
-    for (path, problem) in cases {
+    for (path, status, problem) in cases {
         let reply = get(&app, &path).await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(reply.status, status, "{path}");
         assert_eq!(reply.json()["type"], format!("/problems/{problem}"), "{path}");
     }
     let next = get(&app, &format!("/api/bitly/urls?limit=2&cursor={cursor}")).await.json();

@@ -130,7 +130,8 @@ fn decide(checks: &[Checked], failure: FailurePolicy, path: &str) -> Verdict {
                 shown = Some(shown.map_or(c, |s| Checked::more_restrictive(s, c)));
             }
             Err(e @ (LimitError::Unavailable(_) | LimitError::Backend(_))) => {
-                tracing::warn!(rule = %c.rule, error = %e, policy = failure.label(), "rate-limit backend failed");
+                let error: &dyn std::error::Error = e;
+                tracing::warn!(rule = %c.rule, error, policy = failure.label(), "rate-limit backend failed");
                 metrics::counter!(FAILURES_METRIC, "policy" => failure.label()).increment(1);
                 if failure == FailurePolicy::Closed {
                     let problem =

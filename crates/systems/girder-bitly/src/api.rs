@@ -33,13 +33,13 @@ pub struct BitlyApi;
 #[serde(deny_unknown_fields)]
 pub struct ShortenRequest {
     /// The destination: an absolute http or https URL of at most 2,048 bytes.
-    #[schema(example = "https://example.com/some/long/path")]
+    #[schema(example = "https://example.com/some/long/path", min_length = 1, max_length = 2048)]
     pub url: String,
     /// A custom code: 3–64 characters of `A-Z a-z 0-9 _ -`, not a server path.
-    #[schema(example = "my-link")]
+    #[schema(example = "my-link", pattern = r"^[A-Za-z0-9_-]{3,64}$")]
     pub alias: Option<String>,
     /// When the link stops redirecting (RFC 3339, in the future); 410 after.
-    #[schema(example = "2030-01-01T00:00:00Z")]
+    #[schema(example = "2030-01-01T00:00:00Z", format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -48,10 +48,11 @@ pub struct ShortenRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
     /// The new destination (same rules as when shortening).
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: Option<String>,
     /// The new expiry (RFC 3339, in the future), or `null` to never expire.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<String>>,
 }
 
@@ -102,6 +103,7 @@ pub struct LinkPage {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -195,7 +197,7 @@ impl IntoResponse for ErrorKind {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor")
             }
             Self::Limit(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-limit", "Invalid limit")
             }
             Self::Mint(MintError::Exhausted) => Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
@@ -381,7 +383,8 @@ async fn shorten(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of links", body = LinkPage),
-        (status = 400, description = "Invalid cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Limit out of range", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_links(

@@ -60,14 +60,19 @@ const ORDERS_SCOPE: &str = "gopuff.center-orders";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCenterRequest {
-    /// Display name, 1–100 characters.
+    /// Display name, 1–100 characters, not all spaces, no control characters.
     #[schema(example = "Brooklyn DC")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Latitude in degrees, -90–90.
-    #[schema(example = 40.6782)]
+    #[schema(example = 40.6782, minimum = -90, maximum = 90)]
     pub lat: f64,
     /// Longitude in degrees, -180–180.
-    #[schema(example = -73.9442)]
+    #[schema(example = -73.9442, minimum = -180, maximum = 180)]
     pub lon: f64,
 }
 
@@ -104,6 +109,7 @@ pub struct CenterPage {
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -114,8 +120,10 @@ pub struct PageQuery {
 #[serde(deny_unknown_fields)]
 pub struct NearestQuery {
     /// Latitude in degrees, -90–90.
+    #[param(minimum = -90, maximum = 90)]
     pub lat: f64,
     /// Longitude in degrees, -180–180.
+    #[param(minimum = -180, maximum = 180)]
     pub lon: f64,
 }
 
@@ -134,12 +142,18 @@ pub struct NearestView {
 pub struct ItemRequest {
     /// 1–64 characters of `A-Z a-z 0-9 . _ -`.
     #[schema(example = "cola-330ml")]
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
     /// Display name, 1–100 characters.
     #[schema(example = "Cola 330 ml")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Unit price in cents, 0–100,000,000.
-    #[schema(example = 199)]
+    #[schema(example = 199, minimum = 0, maximum = 100_000_000)]
     pub price_cents: i64,
 }
 
@@ -159,6 +173,7 @@ pub struct ItemView {
 #[serde(deny_unknown_fields)]
 pub struct InventoryRequest {
     /// Units on hand, 0–1,000,000.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     pub quantity: i64,
 }
 
@@ -166,7 +181,8 @@ pub struct InventoryRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
-    /// Units to add, 1–1,000,000; the result may not exceed 1,000,000.
+    /// Units to add, 1–1,000,000; the result may not exceed 1,000,000 (409).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub add: i64,
 }
 
@@ -186,12 +202,16 @@ pub struct StockView {
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
     /// Latitude in degrees, -90–90.
+    #[param(minimum = -90, maximum = 90)]
     pub lat: f64,
     /// Longitude in degrees, -180–180.
+    #[param(minimum = -180, maximum = 180)]
     pub lon: f64,
     /// Search radius in km, above 0 and at most 100.
+    #[param(exclusive_minimum = 0, maximum = 100)]
     pub radius_km: f64,
     /// Comma-separated skus, 1–50 of them.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,64}(,[A-Za-z0-9._-]{1,64}){0,49}$")]
     pub skus: String,
 }
 
@@ -224,8 +244,10 @@ pub struct AvailabilityView {
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
     /// The item.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
     /// Units, 1–100.
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: i64,
 }
 
@@ -236,6 +258,7 @@ pub struct OrderRequest {
     /// The centre to fulfil from.
     pub center_id: i64,
     /// 1–20 lines with distinct skus.
+    #[schema(min_items = 1, max_items = 20)]
     pub items: Vec<OrderLineRequest>,
     /// `optimistic` or `row_lock`; the server's default when absent.
     pub strategy: Option<Strategy>,
@@ -390,7 +413,7 @@ impl IntoResponse for ErrorKind {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor")
             }
             Self::Limit(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-limit", "Invalid limit")
             }
             Self::Store(_) | Self::Order(_) => {
                 tracing::error!(error = &self as &dyn std::error::Error, "gopuff backend failure");
@@ -541,7 +564,8 @@ async fn create_center(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of centres", body = CenterPage),
-        (status = 400, description = "Invalid cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Limit out of range", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_centers(
@@ -629,7 +653,7 @@ async fn create_item(
     put,
     path = "/api/gopuff/centers/{id}/inventory/{sku}",
     tag = "gopuff",
-    params(("id" = i64, Path, description = "Centre id"), ("sku" = String, Path, description = "Item sku")),
+    params(("id" = i64, Path, description = "Centre id"), ("sku" = String, Path, description = "Item sku", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     request_body = InventoryRequest,
     responses(
         (status = 200, description = "Stock set", body = StockView),
@@ -664,7 +688,7 @@ async fn set_inventory(
     post,
     path = "/api/gopuff/centers/{id}/inventory/{sku}/restock",
     tag = "gopuff",
-    params(("id" = i64, Path, description = "Centre id"), ("sku" = String, Path, description = "Item sku")),
+    params(("id" = i64, Path, description = "Centre id"), ("sku" = String, Path, description = "Item sku", pattern = r"^[A-Za-z0-9._-]{1,64}$")),
     request_body = RestockRequest,
     responses(
         (status = 200, description = "Restocked", body = StockView),
@@ -883,7 +907,8 @@ async fn get_order(
     params(("id" = i64, Path, description = "Centre id"), PageQuery),
     responses(
         (status = 200, description = "A page of orders", body = OrderPage),
-        (status = 400, description = "Invalid cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Limit out of range", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown centre", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),

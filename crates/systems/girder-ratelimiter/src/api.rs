@@ -35,14 +35,15 @@ pub struct RateLimiterApi;
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// The caller's key (a user, an API key, an IP…): 1 to 256 bytes.
-    #[schema(example = "user:42")]
+    #[schema(example = "user:42", min_length = 1, max_length = 256)]
     pub key: String,
     /// The rule's name.
-    #[schema(example = "per-user")]
+    #[schema(example = "per-user", pattern = r"^[A-Za-z0-9_.-]{1,64}$")]
     pub rule: String,
     /// Units to consume: an integer from 1 to the rule's burst (bucket algorithms)
     /// or limit (window algorithms). Default 1.
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 4_294_967_296_u64)]
     pub cost: u64,
 }
 
@@ -72,11 +73,14 @@ pub struct RuleBody {
     /// The algorithm.
     pub algorithm: Algorithm,
     /// Units per period: 1 to 2^32.
+    #[schema(minimum = 1, maximum = 4_294_967_296_u64)]
     pub limit: u64,
     /// The period in milliseconds: 1 to 30 days.
+    #[schema(minimum = 1, maximum = 2_592_000_000_u64)]
     pub period_ms: u64,
     /// Bucket algorithms: the most units at once (default `limit`); window
     /// algorithms: must be absent or equal `limit`.
+    #[schema(minimum = 1, maximum = 4_294_967_296_u64)]
     pub burst: Option<u64>,
 }
 
@@ -127,6 +131,7 @@ pub struct RulePage {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Page size, 1–256 (default 100).
+    #[param(minimum = 1, maximum = 256)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page (valid on the instance that issued it).
     pub cursor: Option<String>,
@@ -219,7 +224,7 @@ impl IntoResponse for ErrorKind {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor")
             }
             Self::Limit(_) => {
-                Problem::new(StatusCode::BAD_REQUEST, "invalid-limit", "Invalid limit")
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-limit", "Invalid limit")
             }
             Self::Unavailable(_) => {
                 tracing::warn!(
@@ -294,7 +299,8 @@ async fn check(
     params(ListQuery),
     responses(
         (status = 200, description = "A page of rules", body = RulePage),
-        (status = 400, description = "Invalid cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Limit out of range", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_rules(
@@ -350,7 +356,7 @@ async fn get_rule(
     put,
     path = "/api/ratelimiter/rules/{name}",
     tag = "ratelimiter",
-    params(("name" = String, Path, description = "Rule name: 1–64 of A-Z a-z 0-9 _ - .")),
+    params(("name" = String, Path, description = "Rule name: 1–64 of A-Z a-z 0-9 _ - .", pattern = r"^[A-Za-z0-9_.-]{1,64}$")),
     request_body = RuleBody,
     responses(
         (status = 200, description = "Replaced", body = RuleView),

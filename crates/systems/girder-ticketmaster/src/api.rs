@@ -68,11 +68,14 @@ const LIST_SCOPE: &str = "ticketmaster.events";
 pub struct CreateVenueRequest {
     /// 1–200 characters.
     #[schema(example = "Royal Albert Hall")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: String,
     /// 1–100 characters.
     #[schema(example = "London")]
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub city: String,
     /// 1–20 sections with distinct names; at most 20,000 seats in all.
+    #[schema(min_items = 1, max_items = 20)]
     pub sections: Vec<Section>,
 }
 
@@ -98,6 +101,7 @@ pub struct VenueView {
 #[serde(deny_unknown_fields)]
 pub struct WaitingRoomSpec {
     /// Users admitted per second, 1–100,000.
+    #[schema(minimum = 1, maximum = 100_000)]
     pub admit_per_sec: u32,
 }
 
@@ -107,11 +111,13 @@ pub struct WaitingRoomSpec {
 pub struct CreateEventRequest {
     /// 1–200 characters.
     #[schema(example = "Proms 2030: First Night")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: String,
     /// The venue whose seats are sold.
+    #[schema(max_length = 64)]
     pub venue_id: String,
     /// Start time (RFC 3339).
-    #[schema(example = "2030-07-18T19:30:00Z")]
+    #[schema(example = "2030-07-18T19:30:00Z", format = DateTime)]
     pub starts_at: String,
     /// A waiting room admitting users at a fixed rate, or `null` for none.
     #[serde(default)]
@@ -147,12 +153,16 @@ pub struct EventPage {
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Case-insensitive substring of the name, at most 100 characters.
+    #[param(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub q: Option<String>,
     /// Only events starting at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Only events starting before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -189,9 +199,10 @@ pub struct SeatMap {
 #[serde(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// 1–10 distinct seat ids.
-    #[schema(example = json!(["A-3-12", "A-3-13"]))]
+    #[schema(example = json!(["A-3-12", "A-3-13"]), min_items = 1, max_items = 10)]
     pub seats: Vec<String>,
     /// The admission token from the waiting room, for events that have one.
+    #[schema(max_length = 128)]
     pub admission: Option<String>,
 }
 
@@ -237,7 +248,12 @@ impl From<Reservation> for ReservationView {
 pub struct ConfirmRequest {
     /// The fake provider's token: `tok_ok`, `tok_decline`, `tok_timeout_before`,
     /// `tok_timeout_after` (1–64 characters).
-    #[schema(example = "tok_ok")]
+    #[schema(
+        example = "tok_ok",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub payment_token: String,
 }
 
@@ -770,7 +786,9 @@ async fn reserve(
     let mut distinct = HashSet::new();
     for seat in &request.seats {
         if seat.is_empty() || seat.len() > SEAT_ID_LEN_MAX {
-            return Err(ErrorKind::Invalid(format!("seat ids are 1 to {SEAT_ID_LEN_MAX} bytes")));
+            // No seat has such an id: unknown, like any other id that names no seat.
+            let shown = seat.chars().take(SEAT_ID_LEN_MAX).collect();
+            return Err(ErrorKind::UnknownSeats(vec![shown]));
         }
         if !distinct.insert(seat.as_str()) {
             return Err(ErrorKind::Invalid(format!("seat {seat:?} is listed twice")));
@@ -817,7 +835,7 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
     tag = "ticketmaster",
     params(
         ("id" = String, Path, description = "Reservation id"),
-        ("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters"),
+        ("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters", pattern = r"^[!-~]{1,128}$"),
     ),
     request_body = ConfirmRequest,
     responses(

@@ -45,13 +45,16 @@ pub(crate) const SETTINGS_TABLE: &str = "tm_settings";
 #[serde(deny_unknown_fields)]
 pub struct Section {
     /// 1–16 characters of `A-Z a-z 0-9 _`; the first part of a seat id.
-    #[schema(example = "A")]
+    #[schema(example = "A", pattern = r"^[A-Za-z0-9_]{1,16}$")]
     pub name: String,
     /// 1–100.
+    #[schema(minimum = 1, maximum = 100)]
     pub rows: u32,
     /// 1–100.
+    #[schema(minimum = 1, maximum = 100)]
     pub seats_per_row: u32,
     /// Price of one seat, 0–10,000,000 cents.
+    #[schema(minimum = 0, maximum = 10_000_000)]
     pub price_cents: i64,
 }
 
