@@ -8,8 +8,9 @@
 //! - 413, 415 and 422 to operations with a JSON body;
 //! - 429 to every operation (a rules file can limit any path).
 
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
 use crate::problem::PROBLEM_JSON;
 
@@ -61,4 +62,91 @@ pub fn declare_shared_responses(doc: &mut OpenApi) {
             declare(operation, "429", "Rate limited: see Retry-After and RateLimit");
         }
     }
+}
+
+/// Where a created resource's id comes from, for [`link`].
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    /// The creating operation's path, e.g. `/api/bitly/urls`.
+    pub from_path: &'a str,
+    /// Its method, lower case: `post`, `put`.
+    pub from_method: &'a str,
+    /// The status whose response carries the id, e.g. `201`.
+    pub status: &'a str,
+    /// The operation that takes the id (its `operationId`).
+    pub to_operation: &'a str,
+    /// The parameter of that operation the id fills.
+    pub parameter: &'a str,
+    /// A runtime expression for the id: `$response.body#/code`, `$request.path.name`.
+    pub value: &'a str,
+}
+
+/// Adds an OpenAPI link from a creating operation's response to an operation that
+/// takes what it created, so a stateful client (schemathesis' stateful phase) can chain
+/// a create into its reads and writes. A link whose source is missing is a bug in the
+/// system's list of links: it panics in the system's tests, not at run time.
+///
+/// # Panics
+/// The source operation or its response is not in `doc`.
+pub fn link(doc: &mut OpenApi, link: Link<'_>) {
+    let item = doc
+        .paths
+        .paths
+        .get_mut(link.from_path)
+        .unwrap_or_else(|| panic!("no path {}", link.from_path));
+    let operation = match link.from_method {
+        "get" => item.get.as_mut(),
+        "post" => item.post.as_mut(),
+        "put" => item.put.as_mut(),
+        "patch" => item.patch.as_mut(),
+        "delete" => item.delete.as_mut(),
+        _ => None,
+    }
+    .unwrap_or_else(|| panic!("no {} {}", link.from_method, link.from_path));
+    let Some(RefOr::T(response)) = operation.responses.responses.get_mut(link.status) else {
+        panic!("no {} response on {}", link.status, link.from_path)
+    };
+    let built = LinkBuilder::new()
+        .operation_id(link.to_operation)
+        .parameter(link.parameter, link.value)
+        .build();
+    let name = format!("{}_{}", link.to_operation, link.parameter);
+    response.links.insert(name, RefOr::T(built));
+}
+
+/// The document as JSON, as clients read it. utoipa 5 writes a link's fields in
+/// snake case (`operation_id`); OpenAPI spells them `operationId`, `operationRef` and
+/// `requestBody`, and tools ignore links spelled otherwise. This renames them.
+///
+/// # Panics
+/// Never: an `OpenApi` always serialises.
+#[must_use]
+pub fn to_json(doc: &OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(doc).expect("an OpenApi document serialises");
+    if let Some(paths) = value.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+        let responses = paths
+            .values_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .filter_map(|op| op.get_mut("responses").and_then(serde_json::Value::as_object_mut))
+            .flat_map(|responses| responses.values_mut());
+        for response in responses {
+            let Some(links) = response.get_mut("links").and_then(serde_json::Value::as_object_mut)
+            else {
+                continue;
+            };
+            for link in links.values_mut().filter_map(serde_json::Value::as_object_mut) {
+                for (snake, camel) in [
+                    ("operation_id", "operationId"),
+                    ("operation_ref", "operationRef"),
+                    ("request_body", "requestBody"),
+                ] {
+                    if let Some(v) = link.remove(snake) {
+                        link.insert(camel.to_owned(), v);
+                    }
+                }
+            }
+        }
+    }
+    value
 }

@@ -220,7 +220,7 @@ impl MakeRequestId for RequestIds {
 pub fn router(systems: &Systems, config: &Config) -> App {
     // Metrics recorded before the recorder exists are lost: install it first.
     telemetry::prometheus();
-    let openapi = Arc::new(openapi());
+    let openapi = Arc::new(girder_http::openapi::to_json(&openapi()));
     let mut ops = Router::new()
         .route("/", get(|| async { Html(include_str!("../assets/index.html")) }))
         .route("/dashboard/lab", get(|| async { Html(include_str!("../assets/lab.html")) }))

@@ -81,7 +81,12 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(girder::lab::run(experiment, options)).map(drop)
         }
         Command::Openapi => {
-            println!("{}", serde_json::to_string_pretty(&girder::app::openapi())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&girder_http::openapi::to_json(
+                    &girder::app::openapi()
+                ))?
+            );
             Ok(())
         }
     }

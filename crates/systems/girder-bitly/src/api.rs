@@ -587,3 +587,23 @@ impl Bitly {
         Ok((status, [(header::LOCATION, location)]).into_response())
     }
 }
+
+/// The OpenAPI document, with links from each creating operation to the operations
+/// that take what it created (for stateful clients).
+#[must_use]
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    use girder_http::openapi::{Link, link};
+    let mut doc = <BitlyApi as OpenApi>::openapi();
+    for to_operation in ["get_link", "update_link", "delete_link", "link_stats"] {
+        let from = Link {
+            from_path: "/api/bitly/urls",
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "code",
+            value: "$response.body#/code",
+        };
+        link(&mut doc, from);
+    }
+    doc
+}

@@ -173,7 +173,7 @@ impl System for Bitly {
     }
 
     fn openapi() -> utoipa::openapi::OpenApi {
-        <BitlyApi as utoipa::OpenApi>::openapi()
+        api::document()
     }
 
     async fn run(self: Arc<Self>, shutdown: Shutdown) {

@@ -938,3 +938,34 @@ async fn center_orders(
         next_cursor,
     }))
 }
+
+/// The OpenAPI document, with links from each creating operation to the operations
+/// that take what it created (for stateful clients).
+#[must_use]
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    use girder_http::openapi::{Link, link};
+    let mut doc = <GoPuffApi as OpenApi>::openapi();
+    for to_operation in ["center_inventory", "center_orders"] {
+        let from = Link {
+            from_path: "/api/gopuff/centers",
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "id",
+            value: "$response.body#/id",
+        };
+        link(&mut doc, from);
+    }
+    for to_operation in ["get_order"] {
+        let from = Link {
+            from_path: "/api/gopuff/orders",
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "id",
+            value: "$response.body#/id",
+        };
+        link(&mut doc, from);
+    }
+    doc
+}

@@ -275,7 +275,7 @@ impl System for GoPuff {
     }
 
     fn openapi() -> utoipa::openapi::OpenApi {
-        <GoPuffApi as utoipa::OpenApi>::openapi()
+        api::document()
     }
 
     async fn run(self: Arc<Self>, shutdown: Shutdown) {

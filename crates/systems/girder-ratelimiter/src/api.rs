@@ -437,3 +437,34 @@ async fn rule_stats(
         backend_failures: stats.backend_failures,
     }))
 }
+
+/// The OpenAPI document, with links from each creating operation to the operations
+/// that take what it created (for stateful clients).
+#[must_use]
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    use girder_http::openapi::{Link, link};
+    let mut doc = <RateLimiterApi as OpenApi>::openapi();
+    for to_operation in ["get_rule", "rule_stats", "delete_rule"] {
+        let from = Link {
+            from_path: "/api/ratelimiter/rules/{name}",
+            from_method: "put",
+            status: "201",
+            to_operation,
+            parameter: "name",
+            value: "$request.path.name",
+        };
+        link(&mut doc, from);
+    }
+    for to_operation in ["get_rule", "rule_stats", "delete_rule"] {
+        let from = Link {
+            from_path: "/api/ratelimiter/rules/{name}",
+            from_method: "put",
+            status: "200",
+            to_operation,
+            parameter: "name",
+            value: "$request.path.name",
+        };
+        link(&mut doc, from);
+    }
+    doc
+}

@@ -243,7 +243,7 @@ impl System for RateLimiterService {
     }
 
     fn openapi() -> utoipa::openapi::OpenApi {
-        <RateLimiterApi as utoipa::OpenApi>::openapi()
+        api::document()
     }
 
     async fn run(self: Arc<Self>, shutdown: Shutdown) {

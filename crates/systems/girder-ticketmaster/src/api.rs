@@ -1025,3 +1025,45 @@ async fn queue_status(
         .ok_or_else(|| ErrorKind::NotInQueue(event_id.clone()))?;
     Ok(axum::Json(tm.queue_view(&entry.0, &caller.id, position)))
 }
+
+/// The OpenAPI document, with links from each creating operation to the operations
+/// that take what it created (for stateful clients).
+#[must_use]
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    use girder_http::openapi::{Link, link};
+    let mut doc = <TicketmasterApi as OpenApi>::openapi();
+    for to_operation in ["get_venue"] {
+        let from = Link {
+            from_path: "/api/ticketmaster/venues",
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "id",
+            value: "$response.body#/id",
+        };
+        link(&mut doc, from);
+    }
+    for to_operation in ["get_event", "seat_map", "reserve", "join_queue", "queue_status"] {
+        let from = Link {
+            from_path: "/api/ticketmaster/events",
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "id",
+            value: "$response.body#/id",
+        };
+        link(&mut doc, from);
+    }
+    for to_operation in ["get_reservation", "confirm", "cancel"] {
+        let from = Link {
+            from_path: "/api/ticketmaster/events/{id}/reservations",
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "id",
+            value: "$response.body#/id",
+        };
+        link(&mut doc, from);
+    }
+    doc
+}

@@ -303,7 +303,7 @@ impl System for Ticketmaster {
     }
 
     fn openapi() -> utoipa::openapi::OpenApi {
-        <TicketmasterApi as utoipa::OpenApi>::openapi()
+        api::document()
     }
 
     async fn run(self: Arc<Self>, shutdown: Shutdown) {
