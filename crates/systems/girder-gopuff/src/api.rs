@@ -956,7 +956,8 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
         };
         link(&mut doc, from);
     }
-    for to_operation in ["get_order"] {
+    {
+        let to_operation = "get_order";
         let from = Link {
             from_path: "/api/gopuff/orders",
             from_method: "post",

@@ -1032,7 +1032,8 @@ async fn queue_status(
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
     use girder_http::openapi::{Link, link};
     let mut doc = <TicketmasterApi as OpenApi>::openapi();
-    for to_operation in ["get_venue"] {
+    {
+        let to_operation = "get_venue";
         let from = Link {
             from_path: "/api/ticketmaster/venues",
             from_method: "post",
