@@ -1,6 +1,7 @@
-//! Schema migrations: each system keeps its files in its own crate
-//! (`migrations/sqlite/` and `migrations/postgres/`, embedded with `sqlx::migrate!`)
-//! and they are applied at start-up, before the system opens.
+//! Schema migrations: each system keeps its files in its own crate, embedded with
+//! `sqlx::migrate!` — one `migrations/` directory when the dialects agree, or
+//! `migrations/sqlite/` and `migrations/postgres/` when they do not — and they are
+//! applied at start-up, before the system opens.
 //!
 //! All systems share one `_sqlx_migrations` table, so versions are unique across the
 //! workspace: a system's versions are its catalogue number times 1,000 plus a

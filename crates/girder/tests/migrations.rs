@@ -17,14 +17,14 @@ async fn older_database(db: &girder_sql::Db) {
     // system repeats them with IF NOT EXISTS.
     let (bitly, gopuff, ticketmaster) = match db {
         girder_sql::Db::Sqlite(_) => (
-            include_str!("../../systems/girder-bitly/migrations/sqlite/3001_links.sql"),
+            include_str!("../../systems/girder-bitly/migrations/3001_links.sql"),
             include_str!("../../systems/girder-gopuff/migrations/sqlite/4001_inventory.sql"),
-            include_str!("../../systems/girder-ticketmaster/migrations/sqlite/1001_booking.sql"),
+            include_str!("../../systems/girder-ticketmaster/migrations/1001_booking.sql"),
         ),
         girder_sql::Db::Postgres(_) => (
-            include_str!("../../systems/girder-bitly/migrations/postgres/3001_links.sql"),
+            include_str!("../../systems/girder-bitly/migrations/3001_links.sql"),
             include_str!("../../systems/girder-gopuff/migrations/postgres/4001_inventory.sql"),
-            include_str!("../../systems/girder-ticketmaster/migrations/postgres/1001_booking.sql"),
+            include_str!("../../systems/girder-ticketmaster/migrations/1001_booking.sql"),
         ),
     };
     girder_sql::on_db!(db, |pool| {

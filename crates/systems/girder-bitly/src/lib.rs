@@ -36,8 +36,9 @@ pub use validate::Reserved;
 pub fn migrations() -> girder_sql::migrate::Migrations {
     girder_sql::migrate::Migrations {
         system: "bitly",
-        sqlite: sqlx::migrate!("migrations/sqlite"),
-        postgres: sqlx::migrate!("migrations/postgres"),
+        // One text serves both engines: the dialects agree on these tables.
+        sqlite: sqlx::migrate!("./migrations"),
+        postgres: sqlx::migrate!("./migrations"),
     }
 }
 

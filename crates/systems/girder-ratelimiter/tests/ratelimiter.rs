@@ -1002,7 +1002,7 @@ async fn bad_input_to_the_service_is_a_4xx_problem() {
         (("GET", "/rules/nope/stats".into(), None), StatusCode::NOT_FOUND),
         (("DELETE", "/rules/nope".into(), None), StatusCode::NOT_FOUND),
         (("GET", "/rules?limit=0".into(), None), StatusCode::UNPROCESSABLE_ENTITY),
-        (("GET", "/rules?limit=257".into(), None), StatusCode::BAD_REQUEST),
+        (("GET", "/rules?limit=257".into(), None), StatusCode::UNPROCESSABLE_ENTITY),
         (("GET", "/rules?limit=x".into(), None), StatusCode::BAD_REQUEST),
         (("GET", "/rules?cursor=forged".into(), None), StatusCode::BAD_REQUEST),
         (("GET", "/rules?page=2".into(), None), StatusCode::BAD_REQUEST),

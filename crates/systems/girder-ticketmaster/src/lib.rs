@@ -266,8 +266,9 @@ impl Default for TicketmasterConfig {
 pub fn migrations() -> girder_sql::migrate::Migrations {
     girder_sql::migrate::Migrations {
         system: "ticketmaster",
-        sqlite: sqlx::migrate!("migrations/sqlite"),
-        postgres: sqlx::migrate!("migrations/postgres"),
+        // One text serves both engines: the dialects agree on these tables.
+        sqlite: sqlx::migrate!("./migrations"),
+        postgres: sqlx::migrate!("./migrations"),
     }
 }
 
