@@ -6,6 +6,7 @@
 //! - 400 to operations that read a path, query or body (unreadable input, by the rule
 //!   in [`crate::problem`]);
 //! - 413, 415 and 422 to operations with a JSON body;
+//! - 401 to every operation that names a security scheme (the identity extractors);
 //! - 429 to every operation (a rules file can limit any path).
 
 use utoipa::openapi::link::LinkBuilder;
@@ -58,6 +59,9 @@ pub fn declare_shared_responses(doc: &mut OpenApi) {
                 declare(operation, "413", "Request body too large");
                 declare(operation, "415", "Expected Content-Type: application/json");
                 declare(operation, "422", "A value breaks a rule");
+            }
+            if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                declare(operation, "401", "No valid bearer token (see girder_http::identity)");
             }
             declare(operation, "429", "Rate limited: see Retry-After and RateLimit");
         }

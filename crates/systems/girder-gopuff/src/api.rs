@@ -539,7 +539,6 @@ fn order_lines(items: Vec<OrderLineRequest>) -> Result<Vec<(String, i64)>> {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name or coordinates", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -622,7 +621,6 @@ async fn nearest_center(
         (status = 201, description = "Created", body = ItemView),
         (status = 409, description = "Sku taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid sku, name or price", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -659,7 +657,6 @@ async fn create_item(
         (status = 200, description = "Stock set", body = StockView),
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Quantity out of range", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -695,7 +692,6 @@ async fn set_inventory(
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Would exceed 1,000,000 units", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Amount out of range", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -820,7 +816,6 @@ async fn availability(
         (status = 409, description = "Insufficient stock (names the short skus), or contention (retryable, Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid lines, quantities or strategy", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -882,7 +877,6 @@ async fn create_order(
         (status = 200, description = "The order", body = OrderView),
         (status = 400, description = "Id is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown order", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's order", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -910,7 +904,6 @@ async fn get_order(
         (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Limit out of range", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown centre", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -362,7 +362,6 @@ async fn get_rule(
         (status = 200, description = "Replaced", body = RuleView),
         (status = 201, description = "Created", body = RuleView),
         (status = 422, description = "Invalid name or numbers", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -396,7 +395,6 @@ async fn put_rule(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "Unknown rule", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -538,7 +538,6 @@ fn created<T: Serialize>(body: &T) -> Response {
     responses(
         (status = 201, description = "Created", body = VenueView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field broke a rule", body = Problem, content_type = "application/problem+json"),
     ),
@@ -589,7 +588,6 @@ async fn get_venue(
     responses(
         (status = 201, description = "Created", body = EventView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown venue", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field broke a rule", body = Problem, content_type = "application/problem+json"),
@@ -763,7 +761,6 @@ async fn seat_map(
     responses(
         (status = 201, description = "Held", body = ReservationView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Waiting-room admission missing or invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event or seat", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Seats taken (named in the detail)", body = Problem, content_type = "application/problem+json"),
@@ -841,7 +838,6 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
     responses(
         (status = 200, description = "Confirmed and charged", body = ReservationView),
         (status = 400, description = "Missing or malformed Idempotency-Key, malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 402, description = "Payment declined; the reservation stays held", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
@@ -901,7 +897,6 @@ async fn confirm(
     params(("id" = String, Path, description = "Reservation id")),
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
     ),
@@ -932,7 +927,6 @@ async fn get_reservation(
     params(("id" = String, Path, description = "Reservation id")),
     responses(
         (status = 204, description = "Released"),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not held, or a confirmation is under way", body = Problem, content_type = "application/problem+json"),
@@ -984,7 +978,6 @@ impl Ticketmaster {
     params(("id" = String, Path, description = "Event id")),
     responses(
         (status = 200, description = "The caller's place", body = QueueView),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event, or it has no waiting room", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -1007,7 +1000,6 @@ async fn join_queue(
     params(("id" = String, Path, description = "Event id")),
     responses(
         (status = 200, description = "The caller's place", body = QueueView),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event, no waiting room, or not queued", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
