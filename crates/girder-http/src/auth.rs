@@ -80,6 +80,12 @@ impl Auth {
         Self { tokens, operators, clock }
     }
 
+    /// The tokens it issues, which every extractor verifies.
+    #[must_use]
+    pub const fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
     /// The routes, to nest at `/api/auth`.
     pub fn router(self) -> Router {
         Router::new()

@@ -266,6 +266,20 @@ pub fn test_tokens() -> Tokens {
     Tokens::new(&[7; 32], 3_600)
 }
 
+/// An `Authorization` value for `user` with `role`, signed by [`test_tokens`] and
+/// valid for an hour from now (tests of a system's router).
+///
+/// # Panics
+/// If the system clock reads before 1970.
+#[must_use]
+pub fn test_bearer(user: &str, role: Role) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    format!("Bearer {}", test_tokens().issue(user, role, now).token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,9 +29,8 @@ use crate::telemetry;
 #[derive(Clone)]
 pub struct Systems {
     running: Arc<[Box<dyn Running>]>,
-    /// Who is calling: the tokens every extractor verifies, and sign-in.
+    /// Who is calling: sign-in, and the tokens every extractor verifies.
     auth: girder_http::auth::Auth,
-    tokens: girder_http::identity::Tokens,
     /// The rate limits on every system's API (`None`: off).
     ratelimit: Option<RateLimitLayer>,
     /// The one pool every system shares.
@@ -90,7 +89,7 @@ impl Systems {
                 .map_err(|e| anyhow::anyhow!("hashing the operator password: {e}"))?,
             None => girder_http::auth::OperatorAccess::Demo,
         };
-        let auth = girder_http::auth::Auth::new(tokens.clone(), operators, Arc::clone(&clock));
+        let auth = girder_http::auth::Auth::new(tokens, operators, Arc::clone(&clock));
         let context = SystemContext {
             db: db.clone(),
             redis_url: config.redis_url.clone(),
@@ -121,7 +120,7 @@ impl Systems {
         }
         .transpose()
         .context("rate limits")?;
-        Ok(Self { running: running.into(), auth, tokens, ratelimit, db })
+        Ok(Self { running: running.into(), auth, ratelimit, db })
     }
 
     /// The running system of type `S`, if it is in the list.
@@ -139,7 +138,7 @@ impl Systems {
     /// The tokens this server issues and accepts (tests sign callers in with them).
     #[must_use]
     pub const fn tokens(&self) -> &girder_http::identity::Tokens {
-        &self.tokens
+        self.auth.tokens()
     }
 
     /// The one pool.
@@ -270,7 +269,7 @@ pub fn router(systems: &Systems, config: &Config) -> App {
         router = router.layer(limits.clone());
     }
     let router = router
-        .layer(systems.tokens.clone().layer())
+        .layer(systems.auth.tokens().clone().layer())
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));

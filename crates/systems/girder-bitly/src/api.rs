@@ -317,7 +317,6 @@ fn parse_expiry(raw: &str, now_ms: i64) -> Result<i64> {
     request_body = ShortenRequest,
     responses(
         (status = 201, description = "Created", body = ShortenResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Alias taken", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),

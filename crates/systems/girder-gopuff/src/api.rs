@@ -536,7 +536,6 @@ fn order_lines(items: Vec<OrderLineRequest>) -> Result<Vec<(String, i64)>> {
     request_body = NewCenterRequest,
     responses(
         (status = 201, description = "Created", body = CenterView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name or coordinates", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
@@ -811,7 +810,6 @@ async fn availability(
     request_body = OrderRequest,
     responses(
         (status = 201, description = "Placed", body = OrderView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Insufficient stock (names the short skus), or contention (retryable, Retry-After)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid lines, quantities or strategy", body = Problem, content_type = "application/problem+json"),

@@ -15,7 +15,7 @@ use girder_core::{Clock, ManualClock};
 use girder_gopuff::geo::{self, Point};
 use girder_gopuff::store::Store;
 use girder_gopuff::{GoPuff, GoPuffConfig, Strategy};
-use girder_http::identity::{Role, test_tokens};
+use girder_http::identity::{Role, test_bearer as bearer, test_tokens};
 use girder_lock::retry::RetryPolicy;
 use girder_sql::{Db, PoolConfig};
 use girder_system::Context;
@@ -64,15 +64,6 @@ async fn open(db: &TestDb) -> (Arc<GoPuff>, Router) {
 /// The API as the server mounts it: behind the layer that verifies bearer tokens.
 fn routed(gopuff: &Arc<GoPuff>) -> Router {
     gopuff.api_router().layer(test_tokens().layer())
-}
-
-/// `Authorization` for `user` with `role`.
-fn bearer(user: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    format!("Bearer {}", test_tokens().issue(user, role, now).token)
 }
 
 /// Sends one request; returns the status and the JSON body (or `Null`). Who calls is

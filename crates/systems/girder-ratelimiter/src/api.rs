@@ -263,7 +263,6 @@ impl RateLimiterService {
     request_body = CheckRequest,
     responses(
         (status = 200, description = "The decision (allowed or not)", body = CheckResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown rule", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid key or cost", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Backend unavailable", body = Problem, content_type = "application/problem+json"),

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use axum::routing::get;
 use girder_core::services::{Service, require};
 use girder_core::{Clock, ManualClock};
-use girder_http::identity::{Role, test_tokens};
+use girder_http::identity::{Role, test_bearer as bearer, test_tokens};
 use girder_http::ratelimit::rules::{MAX_OVERRIDES, MAX_RULES};
 use girder_http::ratelimit::{
     BackendConfig, Engine, FailurePolicy, RateLimitLayer, RequestAttrs, RuleSet, RulesError,
@@ -101,15 +101,6 @@ async fn into_reply(response: axum::response::Response) -> Reply {
 }
 
 /// A JSON request to the service router.
-/// `Authorization` for `user` with `role`.
-fn bearer(user: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    format!("Bearer {}", test_tokens().issue(user, role, now).token)
-}
-
 /// The service's API as the server mounts it: behind the layer that verifies tokens.
 fn routed(service: &Arc<RateLimiterService>) -> Router {
     service.api_router().layer(test_tokens().layer())

@@ -537,7 +537,6 @@ fn created<T: Serialize>(body: &T) -> Response {
     request_body = CreateVenueRequest,
     responses(
         (status = 201, description = "Created", body = VenueView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field broke a rule", body = Problem, content_type = "application/problem+json"),
     ),
@@ -587,7 +586,6 @@ async fn get_venue(
     request_body = CreateEventRequest,
     responses(
         (status = 201, description = "Created", body = EventView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown venue", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field broke a rule", body = Problem, content_type = "application/problem+json"),
@@ -760,7 +758,6 @@ async fn seat_map(
     request_body = ReserveRequest,
     responses(
         (status = 201, description = "Held", body = ReservationView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Waiting-room admission missing or invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event or seat", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Seats taken (named in the detail)", body = Problem, content_type = "application/problem+json"),

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use girder_core::ManualClock;
-use girder_http::identity::{Role, test_tokens};
+use girder_http::identity::{Role, test_bearer as bearer, test_tokens};
 use girder_sql::{Db, PoolConfig};
 use girder_system::Context;
 use girder_testkit::backends::TestDb;
@@ -48,15 +48,6 @@ impl Reply {
 /// The API as the server mounts it: behind the layer that verifies bearer tokens.
 fn routed(tm: &Arc<Ticketmaster>) -> Router {
     tm.api_router().layer(test_tokens().layer())
-}
-
-/// `Authorization` for `user`, or for an operator.
-fn bearer(user: &str, role: Role) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    format!("Bearer {}", test_tokens().issue(user, role, now).token)
 }
 
 /// Sends a request as a caller. Who calls is written where the tests read best: a
