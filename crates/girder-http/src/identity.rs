@@ -213,7 +213,7 @@ impl IntoResponse for AuthError {
 }
 
 /// The caller of `parts`: `Ok(None)` without an `Authorization` header.
-fn caller_of(parts: &Parts) -> Result<Option<Caller>, AuthError> {
+pub(crate) fn caller_of(parts: &Parts) -> Result<Option<Caller>, AuthError> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let tokens = parts.extensions.get::<Arc<Tokens>>().ok_or(AuthError::NotConfigured)?;
     let token = value

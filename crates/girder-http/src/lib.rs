@@ -7,6 +7,8 @@
 //!   MAC ("Pattern: Pagination & Cursor-based Fetching").
 //! - [`identity`]: signed, expiring bearer tokens and the `Caller` / `Operator`
 //!   extractors, with one rule for 401 vs 403; [`auth`]: the sign-in endpoints.
+//! - [`idempotency`]: the `Idempotency-Key` layer: a retried request gets the
+//!   first answer back instead of running twice ("Pattern: Idempotent Operations").
 //! - [`openapi`]: the statuses the shared layers answer, declared on every operation.
 //! - [`ratelimit`]: the rules engine and the tower layer every system's API wears
 //!   ("Pattern: Token Bucket for Rate Limiting").
@@ -16,6 +18,7 @@
 pub mod auth;
 pub mod cursor;
 pub mod extract;
+pub mod idempotency;
 pub mod identity;
 pub mod openapi;
 pub mod problem;

@@ -28,7 +28,8 @@ pub struct Migrations {
     pub postgres: Migrator,
 }
 
-/// The server's own tables (`girder_settings`: the token signing key), version 1.
+/// The server's own tables: `girder_settings` (the token signing key), version 1;
+/// `girder_idempotency` (girder-http's Idempotency-Key records), version 2.
 #[must_use]
 pub fn server() -> Migrations {
     Migrations {

@@ -11,6 +11,9 @@ use girder_system::Shutdown;
 use crate::app::{self, Systems};
 use crate::config::Config;
 
+/// How often expired Idempotency-Key records are deleted.
+const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(600);
+
 /// Runs the server until a shutdown signal arrives.
 ///
 /// # Errors
@@ -40,6 +43,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let background: Vec<_> =
         systems.running().iter().map(|s| tokio::spawn(s.run(shutdown.clone()))).collect();
     let upkeep = tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone().wait()));
+    // Every system's Idempotency-Key records share one table; one sweep keeps it small.
+    let records = girder_http::idempotency::Idempotency::new(
+        systems.db().clone(),
+        Arc::new(SystemClock),
+    );
+    let purge = {
+        let stop = shutdown.clone().wait();
+        tokio::spawn(async move { records.purge_until(IDEMPOTENCY_PURGE_EVERY, stop).await })
+    };
 
     let router = app::router(&systems, &config);
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -55,6 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // In-flight requests have drained; now let background work finish its last flush.
     stop.fire();
     let _ = upkeep.await;
+    let _ = purge.await;
     let _ = reloads.await;
     let joined = async {
         for task in background {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -15,15 +15,15 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{OpenApi, ToSchema};
 
 use super::booking::{SEATS_PER_RESERVATION_MAX, seat_id};
-use super::idempotency::Begin;
 use super::seats::{SeatError, SeatState};
 use super::store::{Event, Reservation, ReservationState, Section, StoreError, Venue};
 use super::waiting_room::{frontier, wait_ms};
 use super::{Ticketmaster, new_id};
 use girder_http::cursor::CursorError;
 use girder_http::extract::{Json, Path, Query};
+use girder_http::idempotency::IdempotencyKey;
 use girder_http::identity::{Caller, Operator};
-use girder_http::problem::{PROBLEM_JSON, Problem};
+use girder_http::problem::Problem;
 
 /// The OpenAPI description of Ticketmaster's endpoints.
 #[derive(OpenApi)]
@@ -56,8 +56,6 @@ const SEAT_ID_LEN_MAX: usize = 64;
 const ADMISSION_LEN_MAX: usize = 128;
 const QUERY_LEN_MAX: usize = 100;
 const ADMIT_PER_SEC_MAX: u32 = 100_000;
-/// Bounds of the Idempotency-Key header.
-pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 /// The largest page the event listing returns.
 pub const PAGE_LIMIT_MAX: u32 = 100;
 const LIST_SCOPE: &str = "ticketmaster.events";
@@ -311,21 +309,13 @@ pub enum ErrorKind {
     /// The hold lapsed; anything charged was refunded.
     #[error("the hold expired; nothing is charged")]
     HoldExpired,
-    /// Another request with the same key is running.
-    #[error("a confirmation with this Idempotency-Key is in progress; retry shortly")]
-    InProgress,
+    /// The payment provider knows this key from another payment (the layer keeps
+    /// keys per caller; the provider's ledger is global).
+    #[error("this Idempotency-Key was already used for another payment; use a new key")]
+    KeyUsedElsewhere,
     /// Another Idempotency-Key is confirming this reservation.
     #[error("another Idempotency-Key is confirming this reservation; retry that key")]
     OtherKeyInProgress,
-    /// The key was used for another reservation or user.
-    #[error("this Idempotency-Key was used for a different reservation or user")]
-    KeyMismatch,
-    /// The header is absent.
-    #[error("the Idempotency-Key header is required")]
-    KeyMissing,
-    /// The header is malformed.
-    #[error("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} visible ASCII characters")]
-    KeyInvalid,
     /// The payment was declined.
     #[error("{0}")]
     Declined(String),
@@ -368,17 +358,11 @@ impl ErrorKind {
             Self::NotOwner => (S::FORBIDDEN, "not-your-reservation", "Not your reservation"),
             Self::NotHeld(_) => (S::CONFLICT, "reservation-not-held", "Reservation not held"),
             Self::HoldExpired => (S::CONFLICT, "hold-expired", "Hold expired"),
-            Self::InProgress | Self::OtherKeyInProgress => {
+            Self::OtherKeyInProgress => {
                 (S::CONFLICT, "confirmation-in-progress", "Confirmation in progress")
             }
-            Self::KeyMismatch => {
+            Self::KeyUsedElsewhere => {
                 (S::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused")
-            }
-            Self::KeyMissing => {
-                (S::BAD_REQUEST, "idempotency-key-missing", "Idempotency-Key required")
-            }
-            Self::KeyInvalid => {
-                (S::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
             }
             Self::Declined(_) => (S::PAYMENT_REQUIRED, "payment-declined", "Payment declined"),
             Self::PaymentTimeout => (S::GATEWAY_TIMEOUT, "payment-timeout", "Payment timeout"),
@@ -394,15 +378,6 @@ impl ErrorKind {
             }
         };
         Problem::new(status, slug, title).detail(self.to_string())
-    }
-
-    /// Whether a confirmation ending in this error may be run again with the
-    /// same key (the outcome can change), rather than replayed.
-    fn retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::PaymentTimeout | Self::OtherKeyInProgress | Self::Store(_) | Self::Seats(_)
-        )
     }
 }
 
@@ -423,10 +398,16 @@ impl Ticketmaster {
             .route("/events", post(create_event).get(list_events))
             .route("/events/{id}", get(get_event))
             .route("/events/{id}/seats", get(seat_map))
-            .route("/events/{id}/reservations", post(reserve))
+            .route(
+                "/events/{id}/reservations",
+                post(reserve).route_layer(self.idempotency.optional()),
+            )
             .route("/events/{id}/queue", post(join_queue).get(queue_status))
             .route("/reservations/{id}", get(get_reservation).delete(cancel))
-            .route("/reservations/{id}/confirm", post(confirm))
+            .route(
+                "/reservations/{id}/confirm",
+                post(confirm).route_layer(self.idempotency.required()),
+            )
             .with_state(Arc::clone(self))
     }
 }
@@ -754,14 +735,17 @@ async fn seat_map(
     post,
     path = "/api/ticketmaster/events/{id}/reservations",
     tag = "ticketmaster",
-    params(("id" = String, Path, description = "Event id")),
+    params(
+        ("id" = String, Path, description = "Event id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional: a retry with the same key and body gets the first answer instead of a second hold", pattern = r"^[!-~]{1,128}$"),
+    ),
     request_body = ReserveRequest,
     responses(
         (status = 201, description = "Held", body = ReservationView),
         (status = 403, description = "Waiting-room admission missing or invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown event or seat", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Seats taken (named in the detail)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad seat list", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Seats taken (named in the detail), or a request with this key is running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad seat list, or the key was used for a different request", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -796,33 +780,13 @@ async fn reserve(
     Ok(created(&ReservationView::from(reservation)))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String> {
-    let value = headers.get("idempotency-key").ok_or(ErrorKind::KeyMissing)?;
-    let bytes = value.as_bytes();
-    let ok = !bytes.is_empty()
-        && bytes.len() <= IDEMPOTENCY_KEY_LEN_MAX
-        && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
-    if !ok {
-        return Err(ErrorKind::KeyInvalid);
-    }
-    Ok(String::from_utf8_lossy(bytes).into_owned())
-}
-
-fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
-    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
-}
-
 /// Pay for a held reservation and sell its seats. Requires `Idempotency-Key`:
-/// a repeated key gets the first answer back (same status and body) and never
-/// charges again; a duplicate arriving while the first runs gets 409
-/// `confirmation-in-progress` and should retry; after a 504 `payment-timeout`
-/// retrying with the same key asks the provider again with the same key.
+/// the same request again with the same key gets the first answer back (same
+/// status and body, `Idempotent-Replayed: true`) and never charges again; a
+/// duplicate arriving while the first runs gets 409 `request-in-progress` and
+/// should retry; the key with another reservation or body is 422
+/// `idempotency-key-reused`; after a 504 `payment-timeout` retrying with the same
+/// key asks the provider again with the same key.
 #[utoipa::path(
     post,
     path = "/api/ticketmaster/reservations/{id}/confirm",
@@ -838,8 +802,8 @@ fn json_response(status: StatusCode, body: String, replayed: bool) -> Response {
         (status = 402, description = "Payment declined; the reservation stays held", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Someone else's reservation", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown reservation", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Hold expired, not held, or confirmation in progress", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Key reused for another reservation or user; bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Hold expired, not held, or a request with this key or another key is confirming it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Key already used for a different request; bad field", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Payment provider timed out; retry with the same key", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -848,42 +812,12 @@ async fn confirm(
     State(tm): State<Arc<Ticketmaster>>,
     caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     Json(request): Json<ConfirmRequest>,
-) -> Result<Response> {
-    let key = idempotency_key(&headers)?;
+) -> Result<axum::Json<ReservationView>> {
     text("payment_token", &request.payment_token, TOKEN_LEN_MAX)?;
-    match tm.idempotency.begin(&key, &id, &caller.id, tm.now_ms()).await? {
-        Begin::Proceed => {}
-        Begin::InProgress => return Err(ErrorKind::InProgress),
-        Begin::Mismatch => return Err(ErrorKind::KeyMismatch),
-        Begin::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            return Ok(json_response(status, body, true));
-        }
-    }
-    let outcome = tm.confirm(&id, &caller.id, &key, &request.payment_token).await;
-    let (status, body) = match &outcome {
-        Ok(view) => (StatusCode::OK, serde_json::to_string(view).unwrap_or_default()),
-        Err(e) => {
-            let problem = e.problem();
-            (problem.status_code(), serde_json::to_string(&problem).unwrap_or_default())
-        }
-    };
-    let now_ms = tm.now_ms();
-    let recorded = match &outcome {
-        Err(e) if e.retryable() => tm.idempotency.retryable(&key, now_ms).await,
-        _ => tm.idempotency.complete(&key, status.as_u16(), &body, now_ms).await,
-    };
-    if let Err(e) = recorded {
-        // The record stays pending; after `pending_ttl_ms` a retry takes it over
-        // and reaches the same outcome (the provider is idempotent per key).
-        tracing::warn!(
-            error = &e as &dyn std::error::Error,
-            "could not record the idempotency outcome"
-        );
-    }
-    Ok(json_response(status, body, false))
+    let view = tm.confirm(&id, &caller.id, &key, &request.payment_token).await?;
+    Ok(axum::Json(view))
 }
 
 /// Look one of the caller's reservations up (operators may read any).

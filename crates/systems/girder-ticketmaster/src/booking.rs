@@ -104,8 +104,9 @@ impl Ticketmaster {
         Ok(reservation)
     }
 
-    /// Pays for and sells a held reservation. Runs under an idempotency record
-    /// the caller owns; see the module doc for the order of steps.
+    /// Pays for and sells a held reservation. Runs under the Idempotency-Key claim
+    /// the request holds (girder-http's layer); see the module doc for the order
+    /// of steps.
     pub(super) async fn confirm(
         &self,
         reservation_id: &str,
@@ -160,7 +161,7 @@ impl Ticketmaster {
                     .increment(1);
                 return Err(ErrorKind::PaymentTimeout);
             }
-            Err(PaymentError::KeyReused) => return Err(ErrorKind::KeyMismatch),
+            Err(PaymentError::KeyReused) => return Err(ErrorKind::KeyUsedElsewhere),
             Err(PaymentError::Store(e)) => return Err(e.into()),
         };
         if charge.refunded {

@@ -6,7 +6,7 @@
 //!   store (Pattern: Status-Based Workflow; Distributed Locks with TTL): a hold is
 //!   all-or-nothing and lapses on its own at `until`.
 //! - Confirmation charges a payment provider that is idempotent per key, guarded
-//!   by an idempotency record per `Idempotency-Key` (Pattern: Idempotency Keys)
+//!   by girder-http's `Idempotency-Key` layer (Pattern: Idempotent Operations)
 //!   and by a per-reservation claim so two keys never both charge.
 //! - A virtual waiting room admits users at a fixed rate, computed from shared
 //!   data and the clock.
@@ -16,7 +16,6 @@
 
 mod api;
 mod booking;
-mod idempotency;
 mod payment;
 mod seats;
 mod settings;
@@ -30,15 +29,15 @@ use girder_core::Clock;
 use parking_lot::RwLock;
 
 use girder_http::cursor::CursorCodec;
+use girder_http::idempotency::Idempotency;
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 
 pub use api::{
     ConfirmRequest, CreateEventRequest, CreateVenueRequest, ErrorKind, EventPage, EventView,
-    EventsQuery, IDEMPOTENCY_KEY_LEN_MAX, PAGE_LIMIT_MAX, QueueView, ReservationView,
-    ReserveRequest, SeatMap, SeatView, TicketmasterApi, VenueView, WaitingRoomSpec,
+    EventsQuery, PAGE_LIMIT_MAX, QueueView, ReservationView, ReserveRequest, SeatMap, SeatView,
+    TicketmasterApi, VenueView, WaitingRoomSpec,
 };
 pub use booking::{SEATS_PER_RESERVATION_MAX, seat_id, seat_price};
-pub use idempotency::{Begin, Idempotency};
 pub use payment::{Charge, FakeProvider, PaymentError};
 pub use seats::{HoldError, SeatError, SeatHold, SeatState, Seats};
 pub use settings::TicketmasterSettings;
@@ -54,8 +53,8 @@ pub struct TicketmasterConfig {
     pub sweep_interval_ms: u64,
     /// Most holds and reservation rows one sweep handles. Default 500.
     pub sweep_batch_max: u32,
-    /// Age after which a `pending` idempotency record is presumed orphaned by a
-    /// dead instance and may be taken over. Default 60,000.
+    /// Age after which a confirmation's Idempotency-Key claim is presumed
+    /// orphaned by a dead instance and may be taken over. Default 60,000.
     pub pending_ttl_ms: u64,
 }
 
@@ -120,7 +119,8 @@ impl Ticketmaster {
             .await
             .map_err(OpenError::storage)?;
         let provider = FakeProvider::new(pool.clone(), Arc::clone(&clock));
-        let idempotency = Idempotency::new(pool.clone(), config.pending_ttl_ms);
+        let idempotency = Idempotency::new(pool.clone(), Arc::clone(&clock))
+            .with_pending_ttl_ms(config.pending_ttl_ms);
         let key = |name| girder_sql::shared_key::<32>(pool, store::SETTINGS_TABLE, name);
         let admissions =
             Admissions::new(key(ADMISSION_KEY_SETTING).await.map_err(OpenError::storage)?);

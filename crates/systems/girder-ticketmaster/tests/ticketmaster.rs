@@ -27,6 +27,7 @@ const TTL_MS: u64 = 60_000;
 async fn open(db: &TestDb, clock: &ManualClock, max_connections: u32) -> Arc<Ticketmaster> {
     let pool = PoolConfig { max_connections, ..PoolConfig::default() };
     let pool = Db::connect(db.url(), pool).await.expect("database");
+    girder_sql::migrate::run(&pool, girder_sql::migrate::server()).await.expect("migrations");
     girder_sql::migrate::run(&pool, girder_ticketmaster::migrations()).await.expect("migrations");
     let context = Context::new(pool, Arc::new(clock.clone()));
     let config = TicketmasterConfig { hold_ttl_ms: TTL_MS, ..TicketmasterConfig::new() };
@@ -307,15 +308,19 @@ async fn payments_never_charge_twice() {
             }
         };
 
-        // Declined: 402, still held, nothing sold; the key replays 402; a new key may pay.
+        // Declined: 402, still held, nothing sold; the key replays 402 for the same
+        // request and refuses another body; a new key may pay.
         let id = reserve("ann", "A-1-1").await;
         let declined = confirm(&app, &id, "ann", "tok_decline", "ann-1").await;
         assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
         assert_eq!(declined.slug(), "payment-declined");
         assert_eq!(get(&app, &format!("/reservations/{id}")).await.body["state"], "held");
         assert_eq!(seat_status(&app, &event).await["A-1-1"], "held");
-        let replay = confirm(&app, &id, "ann", "tok_ok", "ann-1").await;
+        let replay = confirm(&app, &id, "ann", "tok_decline", "ann-1").await;
         assert_eq!((replay.status, &replay.raw), (StatusCode::PAYMENT_REQUIRED, &declined.raw));
+        let other_token = confirm(&app, &id, "ann", "tok_ok", "ann-1").await;
+        assert_eq!(other_token.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(other_token.slug(), "idempotency-key-reused");
         assert!(tm.provider().charges_for("ann-1").await.unwrap().is_empty());
         let paid = confirm(&app, &id, "ann", "tok_ok", "ann-2").await;
         assert_eq!(paid.status, StatusCode::OK, "{:?}", paid.body);
@@ -359,7 +364,7 @@ async fn payments_never_charge_twice() {
                 StatusCode::OK => {
                     ok_bodies.insert(reply.raw);
                 }
-                StatusCode::CONFLICT => assert_eq!(reply.slug(), "confirmation-in-progress"),
+                StatusCode::CONFLICT => assert_eq!(reply.slug(), "request-in-progress"),
                 other => panic!("unexpected {other}: {:?}", reply.body),
             }
         }
@@ -389,7 +394,7 @@ async fn payments_never_charge_twice() {
         assert_eq!(oks, 1);
         assert_eq!(tm.provider().charges_for_reference(&id).await.unwrap().len(), 1);
 
-        // The same key for another reservation or user: 422.
+        // The same key for another reservation: 422.
         let other = reserve("fay", "A-2-3").await;
         let reused = confirm(&app, &other, "fay", "tok_ok", "dan-1").await;
         assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
