@@ -44,10 +44,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         systems.running().iter().map(|s| tokio::spawn(s.run(shutdown.clone()))).collect();
     let upkeep = tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone().wait()));
     // Every system's Idempotency-Key records share one table; one sweep keeps it small.
-    let records = girder_http::idempotency::Idempotency::new(
-        systems.db().clone(),
-        Arc::new(SystemClock),
-    );
+    let records =
+        girder_http::idempotency::Idempotency::new(systems.db().clone(), Arc::new(SystemClock));
     let purge = {
         let stop = shutdown.clone().wait();
         tokio::spawn(async move { records.purge_until(IDEMPOTENCY_PURGE_EVERY, stop).await })

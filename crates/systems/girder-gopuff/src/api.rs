@@ -439,7 +439,7 @@ impl GoPuff {
             .route("/centers/{id}/orders", get(center_orders))
             .route("/items", post(create_item))
             .route("/availability", get(availability))
-            .route("/orders", post(create_order))
+            .route("/orders", post(create_order).route_layer(self.idempotency.optional()))
             .route("/orders/{id}", get(get_order))
             .with_state(Arc::clone(self))
     }
@@ -807,12 +807,15 @@ async fn availability(
     post,
     path = "/api/gopuff/orders",
     tag = "gopuff",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional: a retry with the same key and body gets the first answer instead of a second order", pattern = r"^[!-~]{1,128}$"),
+    ),
     request_body = OrderRequest,
     responses(
         (status = 201, description = "Placed", body = OrderView),
         (status = 404, description = "Unknown centre or sku", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Insufficient stock (names the short skus), or contention (retryable, Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid lines, quantities or strategy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Insufficient stock (names the short skus), contention (retryable, Retry-After), or a request with this key is running", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid lines, quantities or strategy, or the key was used for a different request", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -26,6 +26,7 @@ use girder_lock::retry::RetryPolicy;
 
 use availability::{Availability, AvailabilityConfig};
 use girder_http::cursor::CursorCodec;
+use girder_http::idempotency::Idempotency;
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 use store::Store;
 
@@ -141,6 +142,8 @@ pub struct GoPuff {
     store: Store,
     availability: Availability,
     cursors: CursorCodec,
+    /// Order placement accepts an `Idempotency-Key`: a retried order is placed once.
+    idempotency: Idempotency,
     counters: Counters,
     clock: Arc<dyn Clock>,
     config: GoPuffConfig,
@@ -193,6 +196,7 @@ impl GoPuff {
             store,
             availability,
             cursors: CursorCodec::new(key),
+            idempotency: Idempotency::new(context.db.clone(), Arc::clone(&clock)),
             counters: Counters::default(),
             clock,
             config,

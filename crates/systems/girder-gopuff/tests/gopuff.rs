@@ -37,6 +37,7 @@ async fn open_instance(
     tweak: impl FnOnce(&mut GoPuffConfig),
 ) -> Arc<GoPuff> {
     let pool = Db::connect(db.url(), PoolConfig::default()).await.expect("database");
+    girder_sql::migrate::run(&pool, girder_sql::migrate::server()).await.expect("migrations");
     girder_sql::migrate::run(&pool, girder_gopuff::migrations()).await.expect("migrations");
     let mut context = Context::new(pool, clock);
     if let Some(url) = redis_url {
@@ -454,6 +455,70 @@ async fn an_order_is_all_or_nothing_and_readable() {
         let other = center(&router, "Other", 0.0, 0.0).await;
         let (status, _) = get(&router, &format!("/centers/{other}/orders?cursor={cursor}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
+        db.drop_db().await;
+    }
+}
+
+/// Places an order as `user` under `key`; returns the status, whether it was a replay,
+/// and the body.
+async fn order_with_key(
+    router: &Router,
+    user: &str,
+    key: &str,
+    body: &Value,
+) -> (StatusCode, bool, Value) {
+    let request = Request::post("/orders")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, bearer(user, Role::User))
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible router");
+    let (status, replayed) =
+        (response.status(), response.headers().contains_key("idempotent-replayed"));
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, replayed, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_order_with_its_key_is_placed_once() {
+    for db in TestDb::all("a_retried_order_with_its_key_is_placed_once").await {
+        let (gopuff, router) = open(&db).await;
+        let dc = center(&router, "DC", 51.5, -0.12).await;
+        item(&router, "milk", 250).await;
+        stock(&router, dc, "milk", 10).await;
+        let body = json!({"center_id": dc, "items": [{"sku": "milk", "quantity": 2}]});
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (router, body) = (router.clone(), body.clone());
+            tasks.spawn(async move { order_with_key(&router, "ann", "order-1", &body).await });
+        }
+        let mut placed = std::collections::HashSet::new();
+        while let Some(reply) = tasks.join_next().await {
+            let (status, _, order) = reply.expect("task");
+            match status {
+                StatusCode::CREATED => {
+                    placed.insert(order["id"].to_string());
+                }
+                StatusCode::CONFLICT => {
+                    assert_eq!(order["type"], "/problems/request-in-progress");
+                }
+                other => panic!("{}: unexpected {other}: {order}", db.engine()),
+            }
+        }
+        assert_eq!(placed.len(), 1, "{}: every 201 is the one order", db.engine());
+        let (status, replayed, order) = order_with_key(&router, "ann", "order-1", &body).await;
+        assert_eq!((status, replayed), (StatusCode::CREATED, true));
+        assert!(placed.contains(&order["id"].to_string()));
+        assert_eq!(db_stock(&gopuff, dc, "milk").await, 8, "{}: one decrement", db.engine());
+        // Another caller's key of the same name is another order; a changed body is refused.
+        let (status, replayed, _) = order_with_key(&router, "bob", "order-1", &body).await;
+        assert_eq!((status, replayed), (StatusCode::CREATED, false));
+        let more = json!({"center_id": dc, "items": [{"sku": "milk", "quantity": 3}]});
+        let (status, _, problem) = order_with_key(&router, "ann", "order-1", &more).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem["type"], "/problems/idempotency-key-reused");
+        assert_eq!(db_stock(&gopuff, dc, "milk").await, 6);
         db.drop_db().await;
     }
 }
