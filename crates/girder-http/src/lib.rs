@@ -12,6 +12,7 @@
 //! - [`openapi`]: the statuses the shared layers answer, declared on every operation.
 //! - [`ratelimit`]: the rules engine and the tower layer every system's API wears
 //!   ("Pattern: Token Bucket for Rate Limiting").
+//! - [`request_id`]: the `x-request-id` every response carries.
 //!
 //! Pattern crates never depend on this crate; systems and the binary do.
 
@@ -23,5 +24,6 @@ pub mod identity;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
+pub mod request_id;
 
 pub use problem::Problem;

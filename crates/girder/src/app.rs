@@ -7,17 +7,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use girder_core::Clock;
 use girder_http::Problem;
 use girder_http::ratelimit::{RateLimitLayer, RuleSet};
+use girder_http::request_id;
 use girder_system::{Context as SystemContext, Running, System, SystemView};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -200,21 +198,6 @@ struct AppState {
     lab_dir: Arc<std::path::PathBuf>,
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Request ids are UUIDv7 from girder-id: time-ordered (logs sort by them) and drawn
-/// from a per-thread CSPRNG instead of a system call per request.
-#[derive(Debug, Clone, Copy, Default)]
-struct RequestIds(girder_id::uuid7::UuidV7Generator);
-
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = self.0.next().hyphenated().encode_lower(&mut buf);
-        axum::http::HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
-}
-
 /// The complete server: every system's router, behind the fast paths.
 pub fn router(systems: &Systems, config: &Config) -> App {
     // Metrics recorded before the recorder exists are lost: install it first.
@@ -252,11 +235,7 @@ pub fn router(systems: &Systems, config: &Config) -> App {
     }
     let observed = observed.layer(axum::middleware::from_fn(telemetry::track)).layer(
         TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            let id = request
-                .headers()
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
+            let id = request_id::of(request);
             tracing::debug_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
         }),
     );
@@ -271,8 +250,8 @@ pub fn router(systems: &Systems, config: &Config) -> App {
     let router = router
         .layer(systems.auth.tokens().clone().layer())
         .layer(DefaultBodyLimit::max(config.body_bytes_max))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::default()));
+        .layer(request_id::propagate_layer())
+        .layer(request_id::set_layer());
     App(Arc::new(AppInner { systems: systems.clone(), router }))
 }
 
@@ -318,12 +297,7 @@ impl tower::Service<axum::extract::Request> for App {
         if !limited
             && let Some(mut response) = systems.running.iter().find_map(|s| s.fast_path(&request))
         {
-            let id = request.headers().get(&REQUEST_ID).cloned().or_else(|| {
-                RequestIds::default().make_request_id(&request).map(RequestId::into_header_value)
-            });
-            if let Some(id) = id {
-                response.headers_mut().insert(REQUEST_ID, id);
-            }
+            request_id::stamp(&request, &mut response);
             return Either::Left(std::future::ready(Ok(response)));
         }
         Either::Right(tower::Service::call(&mut self.0.router.clone(), request))
