@@ -76,19 +76,45 @@ fn list_names_every_experiment_and_bad_names_fail_clearly() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Runs `name` quick and in process, without engines; returns its directory and results.
+async fn quick_run(name: &str, out: &std::path::Path) -> (std::path::PathBuf, serde_json::Value) {
+    let options =
+        LabOptions { quick: true, postgres_url: None, redis_url: None, out_dir: out.to_owned() };
+    let dir = lab::run(lab::find(name).expect("registered"), options).await.expect("run");
+    let results =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("results.json"))
+            .expect("json");
+    (dir, results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_quick_run_measures_the_floors_and_every_configuration() {
+    let out = tempfile::tempdir().expect("dir");
+    let (dir, results) = quick_run("wal", out.path()).await;
+    let rows = results["rows"].as_array().expect("rows");
+    // Three disk floors, four writer counts, two commit delays, the 1 MiB run, the two
+    // early-ack policies and the no-sync ceiling.
+    assert_eq!(rows.len(), 13);
+    assert!(rows[0][0].as_str().is_some_and(|c| c.starts_with("raw")));
+    for row in rows {
+        let rate: f64 = row[3].as_str().and_then(|c| c.parse().ok()).expect("a rate");
+        assert!(rate > 0.0, "every configuration acknowledged appends: {row}");
+    }
+    let writers: Vec<&str> = rows[3..7].iter().map(|r| r[1].as_str().expect("cell")).collect();
+    assert_eq!(writers, ["1", "4", "16", "64"]);
+    assert!(std::fs::read_to_string(dir.join("plot.svg")).expect("plot").contains("</svg>"));
+    // The scratch log is gone; only the results stay.
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .expect("out")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("wal")], "{left:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_quick_run_shows_single_flight_and_skew() {
     let out = tempfile::tempdir().expect("dir");
-    let options = LabOptions {
-        quick: true,
-        postgres_url: None,
-        redis_url: None,
-        out_dir: out.path().to_owned(),
-    };
-    let dir = lab::run(lab::find("cache").expect("registered"), options).await.expect("run");
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("results.json"))
-            .expect("json");
+    let (_, results) = quick_run("cache", out.path()).await;
     let rows = results["rows"].as_array().expect("rows");
     let cell = |row: &serde_json::Value, i: usize| row[i].as_str().expect("cell").to_owned();
     let single_flight = rows.iter().find(|r| cell(r, 0) == "stampede, single-flight").expect("row");

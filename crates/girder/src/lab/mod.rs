@@ -8,6 +8,7 @@ mod ids;
 mod ratelimit;
 pub mod report;
 mod svg;
+mod wal;
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +86,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "ratelimit",
         summary: "five rate-limit algorithms under bursts and at a window edge; local batching's overshoot vs its bound; in-process vs Redis decision cost",
         run: |ctx| Box::pin(ratelimit::run(ctx)),
+    },
+    Experiment {
+        name: "wal",
+        summary: "group commit: acknowledged appends/s and p50/p99 ack latency vs concurrent writers, against the disk's own fdatasync rate and sync bandwidth",
+        run: |ctx| Box::pin(wal::run(ctx)),
     },
 ];
 
