@@ -154,6 +154,25 @@ pub(crate) fn bench_http(root: &Path) -> anyhow::Result<()> {
         eprintln!("SKIPPED postgres: not reachable on 127.0.0.1:5432");
     }
     for (engine, pg_url) in &engines {
+        // Shortening alone, without the built-in per-IP limit (10,000/s: it would cap
+        // this one-address benchmark): each link in its own INSERT as before batching,
+        // then batched (the default), each on a fresh server and data directory.
+        for (label, batch_max) in [("one INSERT per link", "1"), ("batched", "128")] {
+            let data = scripts.join(format!("data-{engine}-shorten-{batch_max}"));
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let mut cmd = Command::new(root.join("target/release/girder"));
+            cmd.args(["serve", "--bind", &addr, "--data-dir"]).arg(&data).env("RUST_LOG", "warn");
+            cmd.args(["--ratelimit-rules", "off", "--bitly-shorten-batch-max", batch_max]);
+            if !pg_url.is_empty() {
+                cmd.args(["--database-url", pg_url]);
+            }
+            let server = KillOnDrop(cmd.spawn().context("starting girder")?);
+            wait_listening(&addr)?;
+            eprintln!("==> {engine}: shorten, {label}, no rate limit");
+            let sample = wrk(&format!("http://{addr}"), &shorten, &[], seconds, 64)?;
+            rows.push((format!("shorten, {engine}, {label}, no rate limit"), sample, first_rps));
+            drop(server);
+        }
         let data = scripts.join(format!("data-{engine}"));
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");

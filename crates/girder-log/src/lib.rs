@@ -5,8 +5,13 @@
 //!   (group commit) and are acknowledged only once it covers them; recovery cuts a
 //!   torn or damaged tail and never hands back a corrupt record.
 //!
+//! - [`batch`]: a batch writer ("Pattern: Write Batching & Buffering"): concurrent
+//!   submissions share one sink write (one transaction, one sync), each caller gets
+//!   its own item's result, with bounded waiting and a flush on close.
+//!
 //! The crate knows nothing of HTTP or of any system; systems build on it.
 
+pub mod batch;
 pub mod wal;
 
 pub use wal::{Lsn, Recovery, SyncPolicy, Wal, WalConfig, WalError, WalStats};

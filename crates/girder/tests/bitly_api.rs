@@ -116,6 +116,59 @@ async fn aliases_are_validated_and_unique() {
     }
 }
 
+/// Concurrent shortens share batched INSERTs: each 201 names its own stored link, and
+/// of several requests racing for one alias (in one batch or across batches) exactly
+/// one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_shortens_are_batched_and_each_answer_is_its_own() {
+    for db in TestDb::all("concurrent_shortens_are_batched_and_each_answer_is_its_own").await {
+        let (app, systems) = app(&db).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let app = app.clone();
+            tasks.spawn(async move {
+                let body = if i % 20 == 0 {
+                    json!({"url": format!("https://race.example/{i}"), "alias": "contested"})
+                } else {
+                    json!({"url": format!("https://many.example/{i}")})
+                };
+                (i, post_json(&app, "/api/bitly/urls", &body).await)
+            });
+        }
+        let mut codes = std::collections::HashSet::new();
+        let mut alias_winner = None;
+        while let Some(done) = tasks.join_next().await {
+            let (i, reply) = done.expect("task");
+            if i % 20 == 0 {
+                match reply.status {
+                    StatusCode::CREATED => {
+                        assert!(alias_winner.replace(i).is_none(), "{}: two winners", db.engine());
+                    }
+                    StatusCode::CONFLICT => {
+                        assert_eq!(reply.json()["type"], "/problems/alias-taken")
+                    }
+                    other => panic!("{}: alias request {i}: {other}", db.engine()),
+                }
+                continue;
+            }
+            assert_eq!(reply.status, StatusCode::CREATED, "{}: {i}", db.engine());
+            let code = reply.json()["code"].as_str().expect("code").to_owned();
+            let hop = get(&app, &format!("/{code}")).await;
+            let want = format!("https://many.example/{i}");
+            assert_eq!(hop.header("location"), Some(want.as_str()), "{}", db.engine());
+            assert!(codes.insert(code), "codes are distinct");
+        }
+        let winner = alias_winner.expect("one alias request won");
+        let hop = get(&app, "/contested").await;
+        let want = format!("https://race.example/{winner}");
+        assert_eq!(hop.header("location"), Some(want.as_str()));
+        let stats = bitly(&systems).link_writer_stats();
+        assert_eq!(stats.items, 200, "{}: every shorten went through the writer", db.engine());
+        assert!(stats.batches < 200, "{}: shortens shared batches ({stats:?})", db.engine());
+        db.drop_db().await;
+    }
+}
+
 #[tokio::test]
 async fn expired_links_answer_410() {
     for db in TestDb::all("expired_links_answer_410").await {

@@ -342,7 +342,7 @@ async fn shorten(
     if let Some(alias) = request.alias {
         validate::alias(&alias, &bitly.config.reserved)?;
         link.code = alias;
-        match bitly.store.insert(&link).await {
+        match bitly.insert_link(&link).await {
             Err(StoreError::Conflict) => return Err(ErrorKind::AliasTaken(link.code)),
             other => other?,
         }
@@ -352,7 +352,7 @@ async fn shorten(
         let mut attempts = 0;
         loop {
             link.code = bitly.minter.mint().await?;
-            match bitly.store.insert(&link).await {
+            match bitly.insert_link(&link).await {
                 Err(StoreError::Conflict) if attempts < 16 => attempts += 1,
                 other => break other?,
             }

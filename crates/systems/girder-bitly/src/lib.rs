@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use girder_core::Clock;
 use girder_http::cursor::CursorCodec;
+use girder_log::batch::{BatchConfig, BatchWriter, SubmitError};
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 
 pub use api::{
@@ -28,7 +29,7 @@ pub use clicks::{ClickBuffer, ClickBufferConfig};
 pub use codes::{CODE_LEN, CodeMinter, CodeMode, MintError};
 pub use resolve::{Resolver, ResolverError, StoreLoader};
 pub use settings::{BitlyConfig, BitlySettings, CodeStyle, RedirectKind};
-pub use store::{Link, LinkStore, StoreError};
+pub use store::{Link, LinkSink, LinkStore, LinkWriteError, StoreError};
 pub use validate::Reserved;
 
 /// Bit.ly's migrations, one set per engine.
@@ -45,6 +46,8 @@ pub fn migrations() -> girder_sql::migrate::Migrations {
 /// A running Bit.ly: store, code minter, click buffer and lookup seam.
 pub struct Bitly {
     store: LinkStore,
+    /// New links, batched into shared INSERTs.
+    links: BatchWriter<LinkSink>,
     minter: CodeMinter,
     clicks: Arc<ClickBuffer>,
     resolver: Resolver,
@@ -110,7 +113,26 @@ impl Bitly {
                 .map_err(OpenError::storage)?;
         let cursors = CursorCodec::new(cursor_key);
         let public_url = context.public_url.clone();
-        Ok(Arc::new(Self { store, minter, clicks, resolver, cursors, clock, config, public_url }))
+        // SQLite takes one writer at a time; PostgreSQL commits several batches at once.
+        let max_in_flight = if db.engine() == "sqlite" { 1 } else { 4 };
+        let batching = BatchConfig {
+            max_items: config.shorten_batch_max,
+            max_in_flight,
+            ..BatchConfig::default()
+        };
+        let links = BatchWriter::start(LinkSink::new(store.clone()), batching)
+            .map_err(OpenError::storage)?;
+        Ok(Arc::new(Self {
+            store,
+            links,
+            minter,
+            clicks,
+            resolver,
+            cursors,
+            clock,
+            config,
+            public_url,
+        }))
     }
 
     /// The link store.
@@ -124,7 +146,30 @@ impl Bitly {
     pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let clicks = Arc::clone(&self.clicks);
         clicks.run_flusher(self.store.clone(), shutdown).await;
+        // In-flight requests have drained: write the last links and stop.
+        self.links.close().await;
         self.resolver.shutdown().await;
+    }
+
+    /// Stores a new link through the batch writer; returns once its batch committed.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the code exists; the batch's database failure;
+    /// [`StoreError::Writer`] when the writer is closed or lost the answer.
+    pub async fn insert_link(&self, link: &Link) -> Result<(), StoreError> {
+        match self.links.submit(link.clone()).await {
+            Ok(()) => Ok(()),
+            Err(SubmitError::Sink(LinkWriteError::Conflict)) => Err(StoreError::Conflict),
+            Err(SubmitError::Sink(LinkWriteError::Database(e))) => Err(StoreError::Batch(e)),
+            Err(SubmitError::Closed) => Err(StoreError::Writer("closed")),
+            Err(_) => Err(StoreError::Writer("no answer for this link")),
+        }
+    }
+
+    /// Links and batches the link writer has written.
+    #[must_use]
+    pub fn link_writer_stats(&self) -> girder_log::batch::BatchStats {
+        self.links.stats()
     }
 
     /// Counters of the link cache's layers.

@@ -59,6 +59,12 @@ pub struct BitlySettings {
     #[arg(long, env = "GIRDER_BITLY_CACHE_TTL_MS", alias = "cache-ttl-ms")]
     #[serde(rename = "cache_ttl_ms", skip_serializing_if = "Option::is_none")]
     pub bitly_cache_ttl_ms: Option<u64>,
+    /// New links written per statement: concurrent shortens share one INSERT and one
+    /// commit, and each 201 is sent after its batch committed; 1 writes each link in
+    /// its own statement (1–1,000) [default: 128].
+    #[arg(long, env = "GIRDER_BITLY_SHORTEN_BATCH_MAX")]
+    #[serde(rename = "shorten_batch_max", skip_serializing_if = "Option::is_none")]
+    pub bitly_shorten_batch_max: Option<usize>,
     /// Links held in each instance's L1 [default: 100000].
     #[arg(long, env = "GIRDER_BITLY_CACHE_CAPACITY", alias = "cache-capacity")]
     #[serde(rename = "cache_capacity", skip_serializing_if = "Option::is_none")]
@@ -80,6 +86,8 @@ pub struct BitlyConfig {
     pub cache: girder_cache::CacheConfig,
     /// Top-level paths no code or alias may take.
     pub reserved: crate::Reserved,
+    /// The most new links in one INSERT.
+    pub shorten_batch_max: usize,
 }
 
 impl BitlySettings {
@@ -108,6 +116,13 @@ impl BitlySettings {
             l1_capacity_entries: self.bitly_cache_capacity.unwrap_or(100_000),
             ..girder_cache::CacheConfig::default()
         };
+        let shorten_batch_max = self.bitly_shorten_batch_max.unwrap_or(128);
+        if !(1..=1_000).contains(&shorten_batch_max) {
+            return Err(SettingsError::invalid(
+                "bitly.shorten_batch_max",
+                format!("must be 1..=1000, got {shorten_batch_max}"),
+            ));
+        }
         cache
             .validate()
             .map_err(|e| SettingsError::invalid("bitly.cache_ttl_ms", e.to_string()))?;
@@ -118,6 +133,7 @@ impl BitlySettings {
             clicks: ClickBufferConfig { flush_interval_ms, ..ClickBufferConfig::default() },
             cache,
             reserved: crate::Reserved::server_paths(),
+            shorten_batch_max,
         })
     }
 }

@@ -4,7 +4,10 @@
 
 use girder_cache::GetError;
 use girder_id::counter::{AnySource, PostgresSource, SqliteSource};
-use girder_sql::Db;
+use std::sync::Arc;
+
+use girder_log::batch::Sink;
+use girder_sql::{Db, on_db};
 use sqlx::Row;
 
 /// A stored short link.
@@ -39,6 +42,14 @@ pub enum StoreError {
     /// The id counter failed; the source says how.
     #[error("id counter")]
     Counter(#[from] girder_id::counter::LeaseError),
+    /// The batch this link was written in failed; every link of it gets the same
+    /// database error.
+    #[error("batched insert")]
+    Batch(#[source] Arc<sqlx::Error>),
+    /// The link writer did not take or answer the link (closed for shutdown, or its
+    /// batch was lost): it may or may not have been stored.
+    #[error("link writer: {0}")]
+    Writer(&'static str),
 }
 
 /// The link store, on the instance's one pool.
@@ -91,39 +102,56 @@ impl LinkStore {
         Ok(self.db.ping().await?)
     }
 
-    /// Inserts a new link.
+    /// Inserts a new link on its own (the API batches through [`LinkSink`]).
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the code exists; database failures.
     pub async fn insert(&self, link: &Link) -> Result<(), StoreError> {
-        let result = match &self.db {
-            Db::Sqlite(pool) => sqlx::query(
-                "INSERT INTO bitly_links (code, url, created_at_ms, expires_at_ms, clicks) \
-                 VALUES (?, ?, ?, ?, 0)",
-            )
-            .bind(&link.code)
-            .bind(&link.url)
-            .bind(link.created_at_ms)
-            .bind(link.expires_at_ms)
-            .execute(pool)
-            .await
-            .map(drop),
-            Db::Postgres(pool) => sqlx::query(
-                "INSERT INTO bitly_links (code, url, created_at_ms, expires_at_ms, clicks) \
-                 VALUES ($1, $2, $3, $4, 0)",
-            )
-            .bind(&link.code)
-            .bind(&link.url)
-            .bind(link.created_at_ms)
-            .bind(link.expires_at_ms)
-            .execute(pool)
-            .await
-            .map(drop),
-        };
-        match result {
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
-            other => Ok(other?),
+        match self.insert_many(std::slice::from_ref(link)).await?.first() {
+            Some(true) => Ok(()),
+            _ => Err(StoreError::Conflict),
         }
+    }
+
+    /// Inserts `links` in one statement (one transaction, one commit) and says which
+    /// went in: a code that exists, or that an earlier link of the same batch took,
+    /// is `false`.
+    ///
+    /// # Errors
+    /// Database failures (nothing of the batch is stored then).
+    pub async fn insert_many(&self, links: &[Link]) -> Result<Vec<bool>, sqlx::Error> {
+        // A code twice in one batch: only its first link is tried.
+        let mut seen = std::collections::HashSet::with_capacity(links.len());
+        let first: Vec<bool> = links.iter().map(|l| seen.insert(l.code.as_str())).collect();
+        let tried: Vec<&Link> =
+            links.iter().zip(&first).filter(|(_, f)| **f).map(|(l, _)| l).collect();
+        if tried.is_empty() {
+            return Ok(first);
+        }
+        let mut sql = String::from(
+            "INSERT INTO bitly_links (code, url, created_at_ms, expires_at_ms, clicks) VALUES ",
+        );
+        for i in 0..tried.len() {
+            let n = i * 4;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${}, 0)", n + 1, n + 2, n + 3, n + 4));
+        }
+        sql.push_str(" ON CONFLICT (code) DO NOTHING RETURNING code");
+        let inserted: Vec<String> = on_db!(&self.db, |pool| {
+            let mut query = sqlx::query_scalar(&sql);
+            for link in &tried {
+                query = query
+                    .bind(&link.code)
+                    .bind(&link.url)
+                    .bind(link.created_at_ms)
+                    .bind(link.expires_at_ms);
+            }
+            query.fetch_all(pool).await?
+        });
+        let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+        Ok(links.iter().zip(first).map(|(l, f)| f && inserted.contains(&l.code)).collect())
     }
 
     /// Looks a code up.
@@ -327,4 +355,49 @@ pub(crate) async fn test_store(url: &str) -> LinkStore {
     let db = Db::connect(url, config).await.expect("database");
     girder_sql::migrate::run(&db, crate::migrations()).await.expect("migrations");
     LinkStore::new(db)
+}
+
+/// Batches new links into [`LinkStore::insert_many`] (Pattern: Write Batching &
+/// Buffering): concurrent shortens share one statement and one commit.
+#[derive(Debug, Clone)]
+pub struct LinkSink {
+    store: LinkStore,
+}
+
+impl LinkSink {
+    /// A sink writing into `store`.
+    #[must_use]
+    pub const fn new(store: LinkStore) -> Self {
+        Self { store }
+    }
+}
+
+/// Why a batched link was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkWriteError {
+    /// Its code exists.
+    #[error("code already exists")]
+    Conflict,
+    /// The batch failed.
+    #[error("batched insert failed")]
+    Database(#[source] Arc<sqlx::Error>),
+}
+
+impl Sink for LinkSink {
+    type Item = Link;
+    type Output = ();
+    type Error = LinkWriteError;
+
+    async fn write(&self, links: Vec<Link>) -> Vec<Result<(), LinkWriteError>> {
+        match self.store.insert_many(&links).await {
+            Ok(inserted) => inserted
+                .into_iter()
+                .map(|ok| if ok { Ok(()) } else { Err(LinkWriteError::Conflict) })
+                .collect(),
+            Err(e) => {
+                let e = Arc::new(e);
+                links.iter().map(|_| Err(LinkWriteError::Database(Arc::clone(&e)))).collect()
+            }
+        }
+    }
 }
