@@ -9,9 +9,14 @@
 //!   submissions share one sink write (one transaction, one sync), each caller gets
 //!   its own item's result, with bounded waiting and a flush on close.
 //!
+//! - [`queue`]: a durable queue on the WAL ("Pattern: Asynchronous Processing with
+//!   Message Queues"): visibility timeouts, receipts, nack with delay, dead letters
+//!   and redrive, consumer groups; state replayed from the log on open.
+//!
 //! The crate knows nothing of HTTP or of any system; systems build on it.
 
 pub mod batch;
+pub mod queue;
 pub mod wal;
 
 pub use wal::{Lsn, Recovery, SyncPolicy, Wal, WalConfig, WalError, WalStats};
