@@ -592,6 +592,8 @@ fn replay(stored: Stored) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Bytes::from(stored.body)).into_response();
     let headers = response.headers_mut();
+    // Exactly the stored headers: none of the defaults a fresh body brings.
+    headers.clear();
     for (name, value) in stored.headers {
         if let (Ok(name), Ok(value)) =
             (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))

@@ -75,6 +75,7 @@ fn app(records: &Idempotency, handler: &Arc<Handler>) -> Router {
 
 struct Reply {
     status: StatusCode,
+    content_type: Option<String>,
     replayed: bool,
     run: Option<String>,
     retry_after: Option<String>,
@@ -109,9 +110,11 @@ async fn send(
             |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
         (response.status(), header("x-run"), header("retry-after"), header("idempotent-replayed"))
     };
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
     let replayed = replayed.is_some();
     let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply { status, replayed, run, retry_after, body }
+    Reply { status, content_type, replayed, run, retry_after, body }
 }
 
 async fn setup(db: &TestDb, clock: &ManualClock) -> (Db, Idempotency) {
@@ -138,6 +141,12 @@ async fn one_key_runs_once_and_replays_its_answer() {
         assert_eq!(again.status, StatusCode::CREATED, "{engine}");
         assert!(again.replayed, "{engine}: marked as replayed");
         assert_eq!((&again.body, &again.run), (&first.body, &first.run), "{engine}: same answer");
+        assert_eq!(again.content_type, first.content_type, "{engine}: same content type");
+        assert_eq!(
+            again.content_type.as_deref(),
+            Some("text/plain; charset=utf-8"),
+            "{engine}: one content type, the handler's"
+        );
         assert_eq!(handler.runs.load(Ordering::SeqCst), 1, "{engine}: ran once");
 
         // The same key for another body or another path names another request: 422.

@@ -236,3 +236,137 @@ async fn concurrent_consumers_ack_every_message_exactly_once() {
     assert_eq!(acked.into_iter().collect::<HashSet<_>>(), enqueued, "none lost");
     q.close().await.expect("close");
 }
+
+/// Producers and consumers in a child process (this test, re-run with
+/// `GIRDER_QUEUE_CHILD`) are SIGKILLed at random moments, 20 times on one queue; then
+/// the parent drains it. Every message whose enqueue returned is acknowledged at
+/// least once by someone, and none whose acknowledgement returned is delivered again.
+#[test]
+fn messages_survive_sigkilled_producers_and_consumers() {
+    const CHILD: &str = "GIRDER_QUEUE_CHILD";
+    if let Ok(dir) = std::env::var(CHILD) {
+        return queue_child(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let exe = std::env::current_exe().expect("test binary");
+    let (mut enqueued, mut acking, mut acked) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for run in 0..20u64 {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "messages_survive_sigkilled_producers_and_consumers", "--nocapture"])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("stdout");
+        let reading = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(60 + (run * 37) % 120));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        for line in reading.join().expect("reader") {
+            let mut parts = line.split(' ');
+            let (Some(kind), Some(Ok(id))) = (parts.next(), parts.next().map(str::parse::<u64>))
+            else {
+                continue;
+            };
+            match kind {
+                "ENQ" => {
+                    enqueued.insert(id);
+                }
+                "ACKING" => {
+                    acking.insert(id);
+                }
+                "ACK" => {
+                    acked.insert(id);
+                }
+                _ => {}
+            }
+        }
+    }
+    // Drain what is left: wait out the visibility of deliveries the children held.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let drained = runtime.block_on(async {
+        let clock = Arc::new(girder_core::SystemClock);
+        let q = Queue::open(crash_config(dir.path()), clock).expect("recover");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut drained = Vec::new();
+        loop {
+            let got = q.dequeue("default", 64, None).await.expect("dequeue");
+            if got.is_empty() {
+                break;
+            }
+            for d in got {
+                q.ack("default", d.receipt).await.expect("ack");
+                drained.push(d.receipt.id.0);
+            }
+        }
+        q.close().await.expect("close");
+        drained
+    });
+    let drained_set: HashSet<u64> = drained.iter().copied().collect();
+    assert_eq!(drained_set.len(), drained.len(), "the drain saw no message twice");
+    assert!(enqueued.len() > 20, "the children enqueued messages ({})", enqueued.len());
+    for id in &enqueued {
+        assert!(
+            drained_set.contains(id) || acking.contains(id),
+            "message {id} was enqueued but never acknowledged nor left in the queue"
+        );
+    }
+    for id in &acked {
+        assert!(!drained_set.contains(id), "message {id} was acknowledged, then delivered again");
+    }
+}
+
+fn crash_config(dir: &Path) -> QueueConfig {
+    QueueConfig {
+        max_deliveries: 1_000,
+        visibility: Duration::from_millis(200),
+        wal: WalConfig { segment_bytes: 64 << 10, ..WalConfig::new(dir) },
+        ..QueueConfig::new(dir)
+    }
+}
+
+fn queue_child(dir: &Path) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        let q = Queue::open(crash_config(dir), Arc::new(girder_core::SystemClock)).expect("open");
+        let mut tasks = tokio::task::JoinSet::new();
+        for producer in 0..2u64 {
+            let q = q.clone();
+            tasks.spawn(async move {
+                for seq in 0u64.. {
+                    let id = q
+                        .enqueue((producer << 40 | seq).to_le_bytes().to_vec())
+                        .await
+                        .expect("enqueue");
+                    println!("ENQ {}", id.0);
+                }
+            });
+        }
+        for _ in 0..2 {
+            let q = q.clone();
+            tasks.spawn(async move {
+                loop {
+                    let got = q.dequeue("default", 8, None).await.expect("dequeue");
+                    if got.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    for d in got {
+                        println!("ACKING {}", d.receipt.id.0);
+                        if q.ack("default", d.receipt).await.is_ok() {
+                            println!("ACK {}", d.receipt.id.0);
+                        }
+                    }
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    });
+}

@@ -291,9 +291,14 @@ async fn bad_input_and_closed_logs_get_typed_errors() {
         Err(WalError::TooLarge { len: 1025, max: 1024 })
     ));
     assert_eq!(wal.append(Vec::new()).await.expect("empty records are records"), Lsn(1));
+    // One open log per directory: a second open is refused while the first lives.
+    assert!(matches!(Wal::open(WalConfig::new(dir.path())), Err(WalError::Locked(_))));
     let other = wal.clone();
     wal.close().await.expect("close");
     assert!(matches!(other.append(b"late".to_vec()).await, Err(WalError::Closed)));
+    drop(other);
+    let (reopened, _) = Wal::open(WalConfig::new(dir.path())).expect("free once closed");
+    reopened.close().await.expect("close");
 }
 
 #[tokio::test]

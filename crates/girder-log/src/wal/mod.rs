@@ -43,6 +43,10 @@
 //! **Bounded memory.** Appends waiting for the writer hold at most
 //! [`WalConfig::pending_bytes_max`] bytes; beyond that, [`Wal::append`] waits.
 //!
+//! **One writer per directory.** Opening takes an exclusive `flock` on `LOCK` in the
+//! directory; a second open, from this process or another, is [`WalError::Locked`].
+//! The kernel drops the lock when the process dies, so a crash never leaves it held.
+//!
 //! **A failed write or sync poisons the log.** After an I/O error the writer stops
 //! and every later append fails with [`WalError::Poisoned`]: after a failed
 //! `fdatasync` Linux may have dropped the dirty pages, so retrying could acknowledge
@@ -195,6 +199,9 @@ pub enum WalError {
     /// The log is closed.
     #[error("the WAL is closed")]
     Closed,
+    /// Another open log (in this or another process) holds the directory.
+    #[error("the WAL directory {0} is in use by another process or handle")]
+    Locked(PathBuf),
     /// A sealed segment is damaged where a reader needed it.
     #[error("WAL segment {segment} is damaged at byte {offset} ({kind})")]
     Corrupt {
@@ -294,6 +301,9 @@ pub(crate) struct Shared {
     pub budget: Arc<Semaphore>,
     /// Serialises checkpoints and segment deletion against readers opening files.
     pub checkpoint: Mutex<Option<Lsn>>,
+    /// The directory lock, held while the log is open (released when dropped, or by
+    /// the kernel when the process dies).
+    _lock: std::fs::File,
     pub counters: Counters,
 }
 
@@ -324,6 +334,7 @@ impl Wal {
     pub fn open(config: WalConfig) -> Result<(Self, Recovery), WalError> {
         config.validate()?;
         std::fs::create_dir_all(&config.dir).map_err(WalError::io("creating the directory"))?;
+        let lock = lock_dir(&config.dir)?;
         let checkpoint = read_checkpoint(&config.dir)?;
         let (segments, damage, tail) = writer::recover(&config)?;
         let oldest = segments.keys().next().copied().unwrap_or(tail.next_lsn);
@@ -345,6 +356,7 @@ impl Wal {
             wake: Condvar::new(),
             checkpoint: Mutex::new(checkpoint),
             counters: Counters::default(),
+            _lock: lock,
         });
         let handle = writer::Handle::start(Arc::clone(&shared), tail)?;
         Ok((Self { shared, _handle: Arc::new(handle) }, recovery))
@@ -492,6 +504,22 @@ impl Wal {
     #[must_use]
     pub fn dir(&self) -> &Path {
         &self.shared.config.dir
+    }
+}
+
+/// Takes the directory's `LOCK` file exclusively: two writers on one log would
+/// interleave their records.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, WalError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))
+        .map_err(WalError::io("opening the lock file"))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(WalError::Locked(dir.to_path_buf())),
+        Err(e) => Err(WalError::io("locking the directory")(e.into())),
     }
 }
 
