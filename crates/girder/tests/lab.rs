@@ -174,3 +174,66 @@ async fn contention_quick_run_sells_each_seat_once_with_every_safe_strategy() {
     let svg = std::fs::read_to_string(dir.join("plot.svg")).expect("plot.svg");
     assert!(svg.contains("reservation") && svg.contains("naive (unsafe)"));
 }
+
+/// The placement experiment: every scheme in the table with finite, positive numbers,
+/// and the catalogue's `hash % N` moving far more keys than any consistent scheme, at
+/// every shard count, with the consistent ones never moving a key needlessly. The key
+/// sample and the schemes are deterministic, so these hold on every run; lookup rates
+/// are only checked to be measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_quick_run_moves_few_keys_with_every_consistent_scheme() {
+    let out = tempfile::tempdir().expect("dir");
+    let (dir, results) = quick_run("shard", out.path()).await;
+    let columns = results["columns"].as_array().expect("columns");
+    assert_eq!(columns.len(), 12, "{columns:?}");
+    let rows = results["rows"].as_array().expect("rows");
+    let cell = |row: &serde_json::Value, i: usize| row[i].as_str().expect("cell").to_owned();
+    let names: Vec<String> = rows.iter().map(|r| cell(r, 0)).collect();
+    assert_eq!(names, ["ring (256 vnodes)", "ring (16 vnodes)", "rendezvous", "jump", "hash % N"]);
+    let numbers = |row: &serde_json::Value, i: usize| -> Vec<f64> {
+        cell(row, i).split('–').map(|n| n.parse().expect("a number")).collect()
+    };
+    for row in rows {
+        assert_eq!(row.as_array().map(Vec::len), Some(columns.len()), "{row}");
+        for i in (1..columns.len()).filter(|&i| i != 7) {
+            let values = numbers(row, i);
+            assert!(values.iter().all(|v| v.is_finite() && *v > 0.0), "column {i}: {row}");
+        }
+        // Spread is max/mean: never below 1.
+        assert!(numbers(row, 8)[0] >= 1.0 && numbers(row, 9)[0] >= 1.0, "{row}");
+    }
+    let (consistent, modulo) = rows.split_at(4);
+    let modulo = &modulo[0];
+    for row in consistent {
+        assert_eq!(cell(row, 7), "0", "a consistent scheme moved a key needlessly: {row}");
+        for (add_or_remove, moved) in [(1, 2), (3, 4)] {
+            assert!(
+                numbers(modulo, add_or_remove)[0] > 3.0 * numbers(row, add_or_remove)[0],
+                "hash % N vs {row}"
+            );
+            assert!(numbers(row, moved)[0] < 2.0, "within 2× the ideal at 8 shards: {row}");
+        }
+    }
+    assert!(cell(modulo, 7).parse::<u64>().expect("count") > 0);
+
+    // The plot: keys moved on a join per scheme, and the ideal; hash % N above every
+    // consistent scheme at every shard count.
+    let series = results["plot"]["series"].as_array().expect("series");
+    assert_eq!(series.len(), 6);
+    let points = |s: &serde_json::Value| -> Vec<(f64, f64)> {
+        s["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| (p[0].as_f64().expect("x"), p[1].as_f64().expect("y")))
+            .collect()
+    };
+    let modulo_points = points(&series[4]);
+    assert_eq!(modulo_points.len(), 5, "the quick run's shard counts");
+    for s in &series[..4] {
+        for ((n, consistent), (_, naive)) in points(s).into_iter().zip(&modulo_points) {
+            assert!(*naive > consistent, "{} at {n} shards", s["name"]);
+        }
+    }
+    assert!(std::fs::read_to_string(dir.join("plot.svg")).expect("plot").contains("</svg>"));
+}

@@ -7,6 +7,7 @@ mod contention;
 mod ids;
 mod ratelimit;
 pub mod report;
+mod shard;
 mod svg;
 mod wal;
 
@@ -86,6 +87,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "ratelimit",
         summary: "five rate-limit algorithms under bursts and at a window edge; local batching's overshoot vs its bound; in-process vs Redis decision cost",
         run: |ctx| Box::pin(ratelimit::run(ctx)),
+    },
+    Experiment {
+        name: "shard",
+        summary: "keys moved on add/remove for ring (256 and 16 vnodes), rendezvous, jump and hash % N vs K/N; load spread (max/mean) over shards; lookups/s at 8 and 64 shards",
+        run: |ctx| Box::pin(shard::run(ctx)),
     },
     Experiment {
         name: "wal",
