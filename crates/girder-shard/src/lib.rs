@@ -41,7 +41,9 @@
 //! (256 virtual nodes) 84–92M/s and 33–46M/s; rendezvous 60–77M/s and 8–10M/s. Jump
 //! is bounded by one f64 division per round, H(N) rounds per key (2.7 at 8, 4.7 at 64).
 //!
-//! The router that maps shards to databases and sends queries to them comes later; it
-//! will build on [`hash`]. This crate never sees HTTP or a database driver.
+//! [`router`] sends single-key work to the owning shard's backend and gathers queries
+//! over every shard into one ordered page with a keyset cursor. This crate never sees
+//! HTTP or a database driver: a backend is whatever the caller routes to.
 
 pub mod hash;
+pub mod router;
