@@ -1,6 +1,7 @@
 //! IdAllocator over in-process sources: batching, validation, concurrency, failure
 //! and cancellation.
 
+use std::error::Error as _;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::pin;
@@ -9,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use girder_id::counter::{
-    AllocatorConfig, AnySource, ID_LIMIT, IdAllocator, LeaseError, MAX_LEASE_SIZE, MemorySource,
-    RangeSource,
+    AllocatorConfig, AnySource, BackendError, ID_LIMIT, IdAllocator, LeaseError, MAX_LEASE_SIZE,
+    MemorySource, RangeSource,
 };
 
 fn config(batch_size: u64) -> AllocatorConfig {
@@ -39,9 +40,24 @@ impl RangeSource for Scripted {
             .await;
         }
         if number < self.fail_first {
-            return Err(LeaseError::Backend(format!("scripted failure {number}")));
+            return Err(BackendError::other(ScriptedFailure(number)).into());
         }
         self.inner.lease(n).await
+    }
+}
+
+/// The engine failure [`Scripted`] reports for each of its first `fail_first` leases.
+#[derive(Debug, thiserror::Error)]
+#[error("scripted failure of lease {0}")]
+struct ScriptedFailure(u64);
+
+/// The number of the lease that failed, if `err` is a [`ScriptedFailure`].
+fn scripted_failure(err: &LeaseError) -> Option<u64> {
+    match err {
+        LeaseError::Backend(engine) => {
+            engine.source()?.downcast_ref::<ScriptedFailure>().map(|failure| failure.0)
+        }
+        _ => None,
     }
 }
 
@@ -141,10 +157,13 @@ async fn waiters_share_the_failure_of_the_lease_they_waited_for() {
     assert!(poll_once(b.as_mut()).is_pending());
     assert!(poll_once(c.as_mut()).is_pending());
     gate.store(true, Ordering::SeqCst);
-    let want = Err(LeaseError::Backend("scripted failure 0".into()));
-    assert_eq!(poll_once(a.as_mut()), Poll::Ready(want.clone()));
-    assert_eq!(poll_once(b.as_mut()), Poll::Ready(want.clone()));
-    assert_eq!(poll_once(c.as_mut()), Poll::Ready(want));
+    let Poll::Ready(Err(failure)) = poll_once(a.as_mut()) else {
+        panic!("the leader's lease should have failed");
+    };
+    assert_eq!(scripted_failure(&failure), Some(0), "{failure:?}");
+    // Engine errors compare by identity: the waiters hold the leader's very error.
+    assert_eq!(poll_once(b.as_mut()), Poll::Ready(Err(failure.clone())));
+    assert_eq!(poll_once(c.as_mut()), Poll::Ready(Err(failure)));
     assert_eq!(alloc.source().leases.load(Ordering::SeqCst), 1, "one attempt, not three");
     // The backend recovers: the next call leases again.
     assert_eq!(alloc.next_id().await, Ok(0));
@@ -167,6 +186,25 @@ async fn waiters_wait_for_the_leader_and_share_its_lease() {
     assert_eq!(poll_once(waiter.as_mut()), Poll::Ready(Ok(0)));
     assert_eq!(alloc.source().leases.load(Ordering::SeqCst), 2);
     assert_eq!(alloc.try_next(), Some(1));
+}
+
+/// Grants one id fewer than asked: a source that breaks its contract.
+struct Short;
+
+impl RangeSource for Short {
+    async fn lease(&self, n: u64) -> Result<Range<u64>, LeaseError> {
+        Ok(0..n - 1)
+    }
+}
+
+#[tokio::test]
+async fn a_lease_of_the_wrong_length_hands_out_nothing() {
+    let alloc = IdAllocator::new(Short, config(10));
+    assert_eq!(
+        alloc.next_id().await,
+        Err(LeaseError::WrongLength { granted: 0..9, requested: 10 })
+    );
+    assert_eq!(alloc.try_next(), None, "no id of the short lease was installed");
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@
 //!   Transactions for Atomicity").
 //!
 //! Time comes from `girder_core::Clock`, so expiry is tested with a manual clock. When
-//! an engine fails, a lease, reservation or fence error's `Backend` variant carries a
-//! [`BackendError`], whose source is the driver's own error.
+//! an engine fails, a lease, reservation, fence or version error's `Backend` variant
+//! carries a [`BackendError`], whose source is the driver's own error.
 
 mod backend;
 pub mod fence;

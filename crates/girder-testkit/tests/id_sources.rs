@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use girder_core::services::{Service, require};
 use girder_id::counter::{
-    ID_LIMIT, LeaseError, MemorySource, PostgresSource, RangeSource, RedisSource, SqliteSource,
+    BackendError, Corruption, ID_LIMIT, LeaseError, MemorySource, PostgresSource, RangeSource,
+    RedisSource, SqliteSource,
 };
 use girder_testkit::backends::{postgres_pool, redis_manager, sqlite_pool, unique_name};
 use girder_testkit::id::range_source_conformance;
@@ -85,8 +86,9 @@ async fn sqlite_source_stops_at_the_limit_and_reports_a_missing_row() {
     assert_eq!((value, kind.as_str()), (i64::MAX, "integer"));
 
     sqlx::query("DELETE FROM girder_id_counters").execute(&pool).await.unwrap();
-    assert!(
-        matches!(source.lease(1).await, Err(LeaseError::Backend(msg)) if msg.contains("disappeared"))
+    assert_eq!(
+        source.lease(1).await,
+        Err(LeaseError::Corrupt { counter: "edge".to_owned(), problem: Corruption::Missing })
     );
 }
 
@@ -125,8 +127,9 @@ async fn postgres_source_stops_at_the_limit() {
         .execute(&pool)
         .await
         .unwrap();
-    assert!(
-        matches!(source.lease(1).await, Err(LeaseError::Backend(msg)) if msg.contains("disappeared"))
+    assert_eq!(
+        source.lease(1).await,
+        Err(LeaseError::Corrupt { counter: counter.clone(), problem: Corruption::Missing })
     );
 }
 
@@ -178,16 +181,21 @@ async fn redis_source_stops_at_the_limit_and_rejects_a_tampered_key() {
     assert_eq!(source.lease(5).await, Ok(ID_LIMIT - 5..ID_LIMIT));
     assert_eq!(source.lease(1).await, Err(LeaseError::Exhausted));
 
+    let corrupt = |problem| Err(LeaseError::Corrupt { counter: key.clone(), problem });
     set("-100".to_owned()).await;
-    assert!(
-        matches!(source.lease(1).await, Err(LeaseError::Backend(msg)) if msg.contains("negative"))
-    );
+    assert_eq!(source.lease(1).await, corrupt(Corruption::Negative { value: -99 }));
     set("-8".to_owned()).await;
-    assert!(
-        matches!(source.lease(10).await, Err(LeaseError::Backend(msg)) if msg.contains("below"))
+    assert_eq!(
+        source.lease(10).await,
+        corrupt(Corruption::BelowIncrement { value: 2, increment: 10 })
     );
     set("not a number".to_owned()).await;
-    assert!(matches!(source.lease(1).await, Err(LeaseError::Backend(_))));
+    // Redis refuses INCRBY on a string; its own error is the source.
+    let refused = source.lease(1).await;
+    let Err(LeaseError::Backend(BackendError::Redis(err))) = &refused else {
+        panic!("expected a Redis error, got {refused:?}");
+    };
+    assert_eq!(err.kind(), redis::ErrorKind::ResponseError, "{err:?}");
 
     let _: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
 }

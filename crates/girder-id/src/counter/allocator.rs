@@ -171,10 +171,7 @@ impl<S: RangeSource> IdAllocator<S> {
             if range.end.checked_sub(range.start) == Some(self.batch_size) {
                 Ok(range.start)
             } else {
-                Err(LeaseError::Backend(format!(
-                    "source granted {range:?} for a lease of {}",
-                    self.batch_size
-                )))
+                Err(LeaseError::WrongLength { granted: range, requested: self.batch_size })
             }
         });
         match result {

@@ -7,6 +7,7 @@
 //! `PostgresSource` and `RedisSource` behind the features of those names.
 
 mod allocator;
+mod backend;
 mod cursor;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -22,6 +23,7 @@ use std::ops::Range;
 use thiserror::Error;
 
 pub use allocator::{AllocatorConfig, IdAllocator};
+pub use backend::BackendError;
 pub use memory::MemorySource;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresSource;
@@ -50,9 +52,28 @@ pub enum LeaseError {
     /// The counter cannot grant the requested ids without passing [`ID_LIMIT`].
     #[error("id counter exhausted")]
     Exhausted,
-    /// The backend failed (connection, query, unexpected data); the message says how.
-    #[error("id counter backend: {0}")]
-    Backend(String),
+    /// The backend failed (connection, query, refused command); the source is the
+    /// engine's own error.
+    #[error("id counter backend")]
+    Backend(#[from] BackendError),
+    /// The backend holds a counter this crate cannot have written (edited or dropped
+    /// by hand); nothing was granted.
+    #[error("id counter {counter:?} is corrupt: {problem}")]
+    Corrupt {
+        /// The counter's name (SQL row) or key (Redis).
+        counter: String,
+        /// What is wrong with it.
+        problem: Corruption,
+    },
+    /// A [`RangeSource`] granted a range of the wrong length; [`IdAllocator`] hands out
+    /// none of it.
+    #[error("source granted {granted:?} for a lease of {requested} ids")]
+    WrongLength {
+        /// The range the source returned.
+        granted: Range<u64>,
+        /// The number of ids asked for.
+        requested: u64,
+    },
     /// The requested lease size is 0 or above [`MAX_LEASE_SIZE`].
     #[error("lease size {requested} outside 1..={max}")]
     InvalidSize {
@@ -60,6 +81,33 @@ pub enum LeaseError {
         requested: u64,
         /// The largest size allowed.
         max: u64,
+    },
+}
+
+/// What is wrong with a corrupt counter ([`LeaseError::Corrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The counter's row was deleted after the source created it.
+    #[error("its row disappeared")]
+    Missing,
+    /// More than one row carries the counter's name (the table lost its primary key).
+    #[error("its name is not unique")]
+    DuplicateName,
+    /// The counter holds a negative value.
+    #[error("it holds the negative value {value}")]
+    Negative {
+        /// The value after the increment.
+        value: i64,
+    },
+    /// After the increment the counter holds less than the increment: it was negative
+    /// before.
+    #[error("its value {value} is below the increment {increment}")]
+    BelowIncrement {
+        /// The value after the increment.
+        value: u64,
+        /// The number of ids leased.
+        increment: u64,
     },
 }
 
@@ -83,8 +131,9 @@ pub trait RangeSource: Send + Sync {
     /// [`ID_LIMIT`].
     ///
     /// Fails with [`LeaseError::InvalidSize`] for `n == 0` or `n > MAX_LEASE_SIZE`,
-    /// [`LeaseError::Exhausted`] when the counter is spent, and
-    /// [`LeaseError::Backend`] when the backend cannot be reached or misbehaves.
+    /// [`LeaseError::Exhausted`] when the counter is spent, [`LeaseError::Backend`]
+    /// when the backend cannot be reached or refuses, and [`LeaseError::Corrupt`] when
+    /// it holds a counter this crate cannot have written.
     fn lease(&self, n: u64) -> impl Future<Output = Result<Range<u64>, LeaseError>> + Send;
 }
 
@@ -130,11 +179,17 @@ impl RangeSource for AnySource {
 /// Turns the counter value after an increment by `n` into the granted range,
 /// rejecting values a healthy counter cannot produce (someone edited the row/key).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
-pub(crate) fn range_ending_at(end: i64, n: u64) -> Result<Range<u64>, LeaseError> {
-    let end = u64::try_from(end)
-        .map_err(|_| LeaseError::Backend(format!("counter holds negative value {end}")))?;
-    let start = end.checked_sub(n).ok_or_else(|| {
-        LeaseError::Backend(format!("counter value {end} is below the increment {n}"))
-    })?;
+pub(crate) fn range_ending_at(counter: &str, end: i64, n: u64) -> Result<Range<u64>, LeaseError> {
+    let end =
+        u64::try_from(end).map_err(|_| corrupt(counter, Corruption::Negative { value: end }))?;
+    let start = end
+        .checked_sub(n)
+        .ok_or_else(|| corrupt(counter, Corruption::BelowIncrement { value: end, increment: n }))?;
     Ok(start..end)
+}
+
+/// [`LeaseError::Corrupt`] for `counter`.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn corrupt(counter: &str, problem: Corruption) -> LeaseError {
+    LeaseError::Corrupt { counter: counter.to_owned(), problem }
 }

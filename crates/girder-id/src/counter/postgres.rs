@@ -5,7 +5,10 @@ use std::ops::Range;
 
 use sqlx::PgPool;
 
-use super::{ID_LIMIT, LeaseError, RangeSource, check_lease_size, range_ending_at};
+use super::{
+    BackendError, Corruption, ID_LIMIT, LeaseError, RangeSource, check_lease_size, corrupt,
+    range_ending_at,
+};
 
 /// Advisory-lock key serialising table creation across processes: concurrent
 /// `CREATE TABLE IF NOT EXISTS` can still fail with a unique violation on
@@ -27,21 +30,22 @@ impl PostgresSource {
     /// Opens the counter named `counter`, creating the table and the row (at 0) if absent.
     ///
     /// # Errors
-    /// [`LeaseError::Backend`] if the database cannot be reached or written.
+    /// [`LeaseError::Backend`] (with [`BackendError::Postgres`]) if the database cannot
+    /// be reached or written.
     pub async fn new(pool: PgPool, counter: &str) -> Result<Self, LeaseError> {
-        let mut tx = pool.begin().await.map_err(|e| backend(&e))?;
+        let mut tx = pool.begin().await.map_err(BackendError::postgres)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CREATE_LOCK_KEY)
             .execute(&mut *tx)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::postgres)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS girder_id_counters \
              (name TEXT PRIMARY KEY, next_id BIGINT NOT NULL)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         sqlx::query(
             "INSERT INTO girder_id_counters (name, next_id) VALUES ($1, 0) \
              ON CONFLICT (name) DO NOTHING",
@@ -49,8 +53,8 @@ impl PostgresSource {
         .bind(counter)
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
-        tx.commit().await.map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
+        tx.commit().await.map_err(BackendError::postgres)?;
         Ok(Self { pool, counter: counter.to_owned() })
     }
 
@@ -77,26 +81,19 @@ impl RangeSource for PostgresSource {
         .bind(ID_LIMIT as i64)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         if let Some(end) = end {
-            return range_ending_at(end, n);
+            return range_ending_at(&self.counter, end, n);
         }
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT next_id FROM girder_id_counters WHERE name = $1")
                 .bind(&self.counter)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| backend(&e))?;
+                .map_err(BackendError::postgres)?;
         match exists {
             Some(_) => Err(LeaseError::Exhausted),
-            None => Err(LeaseError::Backend(format!(
-                "counter row {:?} disappeared from girder_id_counters",
-                self.counter
-            ))),
+            None => Err(corrupt(&self.counter, Corruption::Missing)),
         }
     }
-}
-
-fn backend(err: &sqlx::Error) -> LeaseError {
-    LeaseError::Backend(format!("postgres: {err}"))
 }

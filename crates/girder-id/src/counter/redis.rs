@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use redis::aio::ConnectionManager;
 
-use super::{LeaseError, RangeSource, check_lease_size, range_ending_at};
+use super::{BackendError, LeaseError, RangeSource, check_lease_size, range_ending_at};
 
 /// A [`RangeSource`] backed by a Redis integer key, leased with `INCRBY key n`
 /// (the catalogue's "INCRBY url_counter 1000").
@@ -46,10 +46,10 @@ impl RangeSource for RedisSource {
         let end: Result<i64, redis::RedisError> =
             redis::cmd("INCRBY").arg(&self.key).arg(n).query_async(&mut conn).await;
         match end {
-            Ok(end) => range_ending_at(end, n),
+            Ok(end) => range_ending_at(&self.key, end, n),
             // Redis refuses (and leaves the key unchanged) rather than wrap past i64::MAX.
             Err(err) if err.to_string().contains("would overflow") => Err(LeaseError::Exhausted),
-            Err(err) => Err(LeaseError::Backend(format!("redis: {err}"))),
+            Err(err) => Err(BackendError::redis(err).into()),
         }
     }
 }

@@ -5,7 +5,10 @@ use std::ops::Range;
 
 use sqlx::SqlitePool;
 
-use super::{ID_LIMIT, LeaseError, RangeSource, check_lease_size, range_ending_at};
+use super::{
+    BackendError, Corruption, ID_LIMIT, LeaseError, RangeSource, check_lease_size, corrupt,
+    range_ending_at,
+};
 
 /// A [`RangeSource`] backed by a row of the `girder_id_counters` table in SQLite.
 ///
@@ -24,7 +27,7 @@ impl SqliteSource {
     /// Opens the counter named `counter`, creating the table and the row (at 0) if absent.
     ///
     /// # Errors
-    /// [`LeaseError::Backend`] if the database cannot be written.
+    /// [`LeaseError::Backend`] (with [`BackendError::Sqlite`]) if the database cannot be written.
     pub async fn new(pool: SqlitePool, counter: &str) -> Result<Self, LeaseError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS girder_id_counters \
@@ -32,12 +35,12 @@ impl SqliteSource {
         )
         .execute(&pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         sqlx::query("INSERT OR IGNORE INTO girder_id_counters (name, next_id) VALUES (?1, 0)")
             .bind(counter)
             .execute(&pool)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::sqlite)?;
         Ok(Self { pool, counter: counter.to_owned() })
     }
 
@@ -66,29 +69,22 @@ impl RangeSource for SqliteSource {
         .bind(ID_LIMIT as i64)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         match ends.as_slice() {
-            [end] => range_ending_at(*end, n),
+            [end] => range_ending_at(&self.counter, *end, n),
             [] => {
                 let exists: Option<i64> =
                     sqlx::query_scalar("SELECT next_id FROM girder_id_counters WHERE name = ?1")
                         .bind(&self.counter)
                         .fetch_optional(&self.pool)
                         .await
-                        .map_err(|e| backend(&e))?;
+                        .map_err(BackendError::sqlite)?;
                 match exists {
                     Some(_) => Err(LeaseError::Exhausted),
-                    None => Err(LeaseError::Backend(format!(
-                        "counter row {:?} disappeared from girder_id_counters",
-                        self.counter
-                    ))),
+                    None => Err(corrupt(&self.counter, Corruption::Missing)),
                 }
             }
-            _ => Err(LeaseError::Backend("girder_id_counters.name is not unique".to_owned())),
+            _ => Err(corrupt(&self.counter, Corruption::DuplicateName)),
         }
     }
-}
-
-fn backend(err: &sqlx::Error) -> LeaseError {
-    LeaseError::Backend(format!("sqlite: {err}"))
 }

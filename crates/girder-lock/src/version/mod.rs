@@ -54,6 +54,8 @@ use std::future::Future;
 
 use thiserror::Error;
 
+use crate::BackendError;
+
 pub use memory::MemoryVersionStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresVersionStore;
@@ -88,9 +90,27 @@ pub enum VersionError {
         /// The version stored now, if any.
         current: Option<u64>,
     },
-    /// The backend failed (connection, query, unexpected data); the message says how.
-    #[error("version store backend: {0}")]
-    Backend(String),
+    /// The version does not fit the signed 64-bit integer every backend stores
+    /// (above `i64::MAX`); nothing was sent.
+    #[error("version {version} is above the largest storable version")]
+    VersionTooLarge {
+        /// The version given.
+        version: u64,
+    },
+    /// The store holds, under `key`, data this crate never writes (a negative version,
+    /// a half-written Redis hash, a duplicated key), or lacks a record the caller's
+    /// own data requires; `problem` says which.
+    #[error("corrupt versioned value under {key:?}: {problem}")]
+    Corrupt {
+        /// The key as the store names it (with the Redis prefix).
+        key: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The backend failed (connection, query, script); the source is the driver's
+    /// own error.
+    #[error("version store backend")]
+    Backend(#[from] BackendError),
 }
 
 /// Values under string keys, each with a version, written only by compare-and-set.
@@ -173,11 +193,18 @@ impl<S: VersionStore + ?Sized> VersionStore for std::sync::Arc<S> {
 /// A version as the signed 64-bit integer SQL and Redis store.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 pub(crate) fn to_db(version: u64) -> Result<i64, VersionError> {
-    i64::try_from(version).map_err(|_| VersionError::Backend(format!("version {version} > i64")))
+    i64::try_from(version).map_err(|_| VersionError::VersionTooLarge { version })
 }
 
-/// A stored version back as `u64`, rejecting values a healthy store cannot hold.
+/// The version stored under `key` back as `u64`, rejecting the negative values a
+/// healthy store cannot hold.
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
-pub(crate) fn from_db(version: i64) -> Result<u64, VersionError> {
-    u64::try_from(version).map_err(|_| VersionError::Backend(format!("stored version {version}")))
+pub(crate) fn from_db(key: &str, version: i64) -> Result<u64, VersionError> {
+    u64::try_from(version).map_err(|_| corrupt(key, "negative version"))
+}
+
+/// [`VersionError::Corrupt`] for `key`.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn corrupt(key: &str, problem: &'static str) -> VersionError {
+    VersionError::Corrupt { key: key.to_owned(), problem }
 }

@@ -3,7 +3,8 @@
 
 use sqlx::PgPool;
 
-use super::{VersionError, VersionStore, Versioned, from_db, to_db};
+use super::{VersionError, VersionStore, Versioned, corrupt, from_db, to_db};
+use crate::BackendError;
 
 /// Advisory-lock key serialising table creation across processes ("girdervr" in ASCII).
 const CREATE_LOCK_KEY: i64 = 0x6769_7264_6572_7672;
@@ -22,24 +23,25 @@ impl PostgresVersionStore {
     /// Opens the store, creating the table if absent.
     ///
     /// # Errors
-    /// [`VersionError::Backend`] if the database cannot be written.
+    /// [`VersionError::Backend`] (with [`BackendError::Postgres`]) if the database
+    /// cannot be written.
     pub async fn new(pool: PgPool) -> Result<Self, VersionError> {
         // Concurrent CREATE TABLE IF NOT EXISTS can still fail on pg_type's unique
         // index; the advisory lock makes racing constructors take turns.
-        let mut tx = pool.begin().await.map_err(|e| backend(&e))?;
+        let mut tx = pool.begin().await.map_err(BackendError::postgres)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(CREATE_LOCK_KEY)
             .execute(&mut *tx)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::postgres)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS girder_versioned \
              (key TEXT PRIMARY KEY, value BYTEA NOT NULL, version BIGINT NOT NULL)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(|e| backend(&e))?;
-        tx.commit().await.map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
+        tx.commit().await.map_err(BackendError::postgres)?;
         Ok(Self { pool })
     }
 
@@ -49,8 +51,8 @@ impl PostgresVersionStore {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| backend(&e))?;
-        v.map(from_db).transpose()
+                .map_err(BackendError::postgres)?;
+        v.map(|v| from_db(key, v)).transpose()
     }
 }
 
@@ -61,8 +63,9 @@ impl VersionStore for PostgresVersionStore {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| backend(&e))?;
-        row.map(|(value, version)| Ok(Versioned { value, version: from_db(version)? })).transpose()
+                .map_err(BackendError::postgres)?;
+        row.map(|(value, version)| Ok(Versioned { value, version: from_db(key, version)? }))
+            .transpose()
     }
 
     async fn insert(&self, key: &str, value: &[u8]) -> Result<Versioned, VersionError> {
@@ -74,7 +77,7 @@ impl VersionStore for PostgresVersionStore {
         .bind(value)
         .execute(&self.pool)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::postgres)?
         .rows_affected();
         if inserted == 1 {
             Ok(Versioned { value: value.to_vec(), version: 1 })
@@ -98,14 +101,14 @@ impl VersionStore for PostgresVersionStore {
         .bind(to_db(expected_version)?)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::postgres)?;
         match versions.as_slice() {
-            [version] => Ok(Versioned { value: value.to_vec(), version: from_db(*version)? }),
+            [version] => Ok(Versioned { value: value.to_vec(), version: from_db(key, *version)? }),
             [] => Err(VersionError::Conflict {
                 expected: expected_version,
                 current: self.current(key).await?,
             }),
-            _ => Err(VersionError::Backend("girder_versioned.key is not unique".to_owned())),
+            _ => Err(corrupt(key, "girder_versioned.key is not unique")),
         }
     }
 
@@ -115,7 +118,7 @@ impl VersionStore for PostgresVersionStore {
             .bind(to_db(expected_version)?)
             .execute(&self.pool)
             .await
-            .map_err(|e| backend(&e))?
+            .map_err(BackendError::postgres)?
             .rows_affected();
         if deleted == 1 {
             Ok(())
@@ -126,8 +129,4 @@ impl VersionStore for PostgresVersionStore {
             })
         }
     }
-}
-
-fn backend(err: &sqlx::Error) -> VersionError {
-    VersionError::Backend(format!("postgres: {err}"))
 }

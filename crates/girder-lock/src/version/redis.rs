@@ -4,7 +4,8 @@
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{VersionError, VersionStore, Versioned, from_db, to_db};
+use super::{VersionError, VersionStore, Versioned, corrupt, from_db, to_db};
+use crate::BackendError;
 
 /// Stores a first value unless the key exists.
 const INSERT: &str = r"
@@ -82,15 +83,13 @@ impl VersionStore for RedisVersionStore {
             .arg("n")
             .query_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::redis)?;
         match (value, version) {
             (Some(value), Some(version)) => {
-                Ok(Some(Versioned { value, version: from_db(version)? }))
+                Ok(Some(Versioned { value, version: from_db(&self.key(key), version)? }))
             }
             (None, None) => Ok(None),
-            _ => {
-                Err(VersionError::Backend(format!("redis: hash {:?} is incomplete", self.key(key))))
-            }
+            _ => Err(corrupt(&self.key(key), "hash lacks its value or its version")),
         }
     }
 
@@ -102,7 +101,7 @@ impl VersionStore for RedisVersionStore {
             .arg(value)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::redis)?;
         if inserted == 1 {
             Ok(Versioned { value: value.to_vec(), version: 1 })
         } else {
@@ -124,11 +123,11 @@ impl VersionStore for RedisVersionStore {
             .arg(value)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(BackendError::redis)?;
         if ok == 1 {
-            Ok(Versioned { value: value.to_vec(), version: from_db(version)? })
+            Ok(Versioned { value: value.to_vec(), version: from_db(&self.key(key), version)? })
         } else {
-            Err(conflict(expected_version, version)?)
+            Err(conflict(expected_version, version))
         }
     }
 
@@ -140,17 +139,12 @@ impl VersionStore for RedisVersionStore {
             .arg(to_db(expected_version)?)
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
-        if ok == 1 { Ok(()) } else { Err(conflict(expected_version, version)?) }
+            .map_err(BackendError::redis)?;
+        if ok == 1 { Ok(()) } else { Err(conflict(expected_version, version)) }
     }
 }
 
 /// The conflict a script reported; `-1` means the key holds no value.
-fn conflict(expected: u64, current: i64) -> Result<VersionError, VersionError> {
-    let current = if current < 0 { None } else { Some(from_db(current)?) };
-    Ok(VersionError::Conflict { expected, current })
-}
-
-fn backend(err: &redis::RedisError) -> VersionError {
-    VersionError::Backend(format!("redis: {err}"))
+fn conflict(expected: u64, current: i64) -> VersionError {
+    VersionError::Conflict { expected, current: u64::try_from(current).ok() }
 }

@@ -3,7 +3,8 @@
 
 use sqlx::SqlitePool;
 
-use super::{VersionError, VersionStore, Versioned, from_db, to_db};
+use super::{VersionError, VersionStore, Versioned, corrupt, from_db, to_db};
+use crate::BackendError;
 
 /// A [`VersionStore`] on the `girder_versioned` table in SQLite.
 ///
@@ -19,7 +20,7 @@ impl SqliteVersionStore {
     /// Opens the store, creating the table if absent.
     ///
     /// # Errors
-    /// [`VersionError::Backend`] if the database cannot be written.
+    /// [`VersionError::Backend`] (with [`BackendError::Sqlite`]) if the database cannot be written.
     pub async fn new(pool: SqlitePool) -> Result<Self, VersionError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS girder_versioned \
@@ -27,7 +28,7 @@ impl SqliteVersionStore {
         )
         .execute(&pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         Ok(Self { pool })
     }
 
@@ -37,8 +38,8 @@ impl SqliteVersionStore {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| backend(&e))?;
-        v.map(from_db).transpose()
+                .map_err(BackendError::sqlite)?;
+        v.map(|v| from_db(key, v)).transpose()
     }
 }
 
@@ -49,8 +50,9 @@ impl VersionStore for SqliteVersionStore {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| backend(&e))?;
-        row.map(|(value, version)| Ok(Versioned { value, version: from_db(version)? })).transpose()
+                .map_err(BackendError::sqlite)?;
+        row.map(|(value, version)| Ok(Versioned { value, version: from_db(key, version)? }))
+            .transpose()
     }
 
     async fn insert(&self, key: &str, value: &[u8]) -> Result<Versioned, VersionError> {
@@ -62,7 +64,7 @@ impl VersionStore for SqliteVersionStore {
         .bind(value)
         .execute(&self.pool)
         .await
-        .map_err(|e| backend(&e))?
+        .map_err(BackendError::sqlite)?
         .rows_affected();
         if inserted == 1 {
             Ok(Versioned { value: value.to_vec(), version: 1 })
@@ -88,14 +90,14 @@ impl VersionStore for SqliteVersionStore {
         .bind(to_db(expected_version)?)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| backend(&e))?;
+        .map_err(BackendError::sqlite)?;
         match versions.as_slice() {
-            [version] => Ok(Versioned { value: value.to_vec(), version: from_db(*version)? }),
+            [version] => Ok(Versioned { value: value.to_vec(), version: from_db(key, *version)? }),
             [] => Err(VersionError::Conflict {
                 expected: expected_version,
                 current: self.current(key).await?,
             }),
-            _ => Err(VersionError::Backend("girder_versioned.key is not unique".to_owned())),
+            _ => Err(corrupt(key, "girder_versioned.key is not unique")),
         }
     }
 
@@ -105,7 +107,7 @@ impl VersionStore for SqliteVersionStore {
             .bind(to_db(expected_version)?)
             .execute(&self.pool)
             .await
-            .map_err(|e| backend(&e))?
+            .map_err(BackendError::sqlite)?
             .rows_affected();
         if deleted == 1 {
             Ok(())
@@ -116,8 +118,4 @@ impl VersionStore for SqliteVersionStore {
             })
         }
     }
-}
-
-fn backend(err: &sqlx::Error) -> VersionError {
-    VersionError::Backend(format!("sqlite: {err}"))
 }

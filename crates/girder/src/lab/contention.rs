@@ -333,10 +333,9 @@ impl Booker {
                     &policy(),
                     |e: &VersionError| matches!(e, VersionError::Conflict { .. }),
                     || async {
-                        let current = store
-                            .get(&key)
-                            .await?
-                            .ok_or_else(|| VersionError::Backend(format!("seat {key} missing")))?;
+                        let current = store.get(&key).await?.ok_or_else(|| {
+                            VersionError::Corrupt { key: key.clone(), problem: "seat missing" }
+                        })?;
                         if !current.value.is_empty() {
                             return Ok(Attempt::Taken);
                         }
