@@ -21,7 +21,11 @@ fn scratch() -> tempfile::TempDir {
 /// Appends per second from `writers` tasks on girder-log's WAL (sync every batch).
 fn girder(writers: usize, commit_delay: Duration) -> f64 {
     let dir = scratch();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     runtime.block_on(async {
         let config = WalConfig { commit_delay, ..WalConfig::new(dir.path()) };
         let (wal, _) = Wal::open(config).expect("open");
@@ -79,7 +83,9 @@ fn okaywal(writers: usize) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter would be ignored.
-    println!("| writers | girder-log WAL | girder-log WAL, commit delay 200 µs | okaywal | girder ÷ okaywal (best girder) |");
+    println!(
+        "| writers | girder-log WAL | girder-log WAL, commit delay 200 µs | okaywal | girder ÷ okaywal (best girder) |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     for round in 0..2 {
         for writers in [1usize, 16, 64] {
