@@ -76,7 +76,7 @@ pub use crate::redis::{
     BatchedConfig, BatchedLimiter, Coalescing, CoalescingStats, RedisConfig, RedisLimiter,
 };
 pub use algorithm::{Algorithm, AnyAlgorithm, AnyState};
-pub use backend::BackendError;
+pub use backend::{BackendError, UnavailableError};
 pub use fixed_window::{FixedWindow, FixedWindowState};
 pub use gcra::{Gcra, GcraState};
 /// The process's one coarse clock, shared with girder-cache; re-exported so code that
@@ -137,10 +137,9 @@ pub enum LimitError {
     Backend(#[from] BackendError),
     /// The backend cannot be reached (connection refused, dropped, timed out), or too
     /// many checks already wait for it. Whether to fail open or closed is the caller's
-    /// policy; the outcome of the call is unknown. The message says why (it is a
-    /// message, not a source, because callers such as a timeout wrapper raise it too).
-    #[error("rate-limit backend unavailable: {0}")]
-    Unavailable(String),
+    /// policy; the outcome of the call is unknown. The source says why.
+    #[error("rate-limit backend unavailable")]
+    Unavailable(#[from] UnavailableError),
 }
 
 /// A rate limiter: decides, per key, whether a request of some cost fits the budget.

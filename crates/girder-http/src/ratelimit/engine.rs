@@ -12,12 +12,12 @@ use arc_swap::ArcSwap;
 use girder_core::Clock;
 use girder_ratelimit::{
     Coalescing, Decision, LimitError, MemoryConfig, MemoryLimiter, RateLimiter, RedisConfig,
-    RedisLimiter, Rule, RuleError,
+    RedisLimiter, Rule, RuleError, UnavailableError,
 };
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::rules::{RequestAttrs, RuleSet, RuleSpec, RulesError, Selector};
+use super::rules::{RequestAttrs, RuleSet, RuleSpec, RulesBackendError, RulesError, Selector};
 
 /// One limiter: in process, on Redis, or (drills and tests) always failing.
 #[derive(Debug)]
@@ -40,9 +40,11 @@ impl Backend {
             Self::Memory(l) => l.check_now(key, cost),
             // The connection manager waits for a reconnect in progress: bound it, so a
             // dead Redis costs each request at most REDIS_TIMEOUT.
-            Self::Redis(l) => tokio::time::timeout(REDIS_TIMEOUT, l.check(key, cost))
-                .await
-                .unwrap_or_else(|_| Err(LimitError::Unavailable("redis timed out".to_owned()))),
+            Self::Redis(l) => {
+                tokio::time::timeout(REDIS_TIMEOUT, l.check(key, cost)).await.unwrap_or_else(|_| {
+                    Err(UnavailableError::TimedOut { after: REDIS_TIMEOUT }.into())
+                })
+            }
             Self::Failing(e) => Err(e.clone()),
         }
     }
@@ -103,7 +105,7 @@ impl BackendConfig {
     /// # Errors
     /// [`RulesError::Backend`] when the URL is invalid or the server unreachable.
     pub async fn redis(url: &str, key_prefix: impl Into<String>) -> Result<Self, RulesError> {
-        let fail = |e: redis::RedisError| RulesError::Backend(e.to_string());
+        let fail = |e: redis::RedisError| RulesError::from(RulesBackendError::from(e));
         let client = redis::Client::open(url).map_err(fail)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(REDIS_TIMEOUT)
@@ -111,9 +113,10 @@ impl BackendConfig {
             .set_number_of_retries(2)
             .set_max_delay(100);
         let connect = ConnectionManager::new_with_config(client, config);
-        let conn = tokio::time::timeout(REDIS_TIMEOUT * 4, connect)
+        let after = REDIS_TIMEOUT * 4;
+        let conn = tokio::time::timeout(after, connect)
             .await
-            .map_err(|_| RulesError::Backend(format!("connecting to {url} timed out")))?
+            .map_err(|_| RulesError::from(RulesBackendError::TimedOut { after }))?
             .map_err(fail)?;
         Ok(Self::Redis { conn: Box::new(conn), key_prefix: key_prefix.into() })
     }

@@ -86,7 +86,7 @@ pub use engine::{Backend, BackendConfig, CheckError, Checked, Engine, RuleStats}
 pub use layer::{FailurePolicy, RateLimit, RateLimitLayer};
 pub use rules::{
     Algorithm, AttributeConfig, KeyPart, Matcher, Override, RequestAttrs, RuleSet, RuleSpec,
-    RulesError, Selector,
+    RulesBackendError, RulesError, Selector,
 };
 
 /// The rate limits `girder serve` puts on every system's API when no rules file is

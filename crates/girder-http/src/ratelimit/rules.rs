@@ -4,8 +4,11 @@
 //! [`crate::ratelimit`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{HeaderMap, Method, Request};
@@ -382,10 +385,77 @@ pub enum RulesError {
     /// More than [`MAX_TIER_KEYS`] entries in `[tiers]`.
     #[error("{0} tier entries: at most {MAX_TIER_KEYS}")]
     TooManyTierKeys(usize),
-    /// The backend could not be set up (a Redis URL that does not connect).
-    #[error("rate-limit backend: {0}")]
-    Backend(String),
+    /// The backend could not be set up (a Redis URL that does not connect), or rules
+    /// could not be shared through it; the source says how.
+    #[error("rate-limit backend")]
+    Backend(#[from] RulesBackendError),
 }
+
+/// Why the backend behind a rule set failed: the driver's or encoder's own error is
+/// kept as the `source()`, so a caller can log the chain or downcast it.
+///
+/// Errors are held in an [`Arc`] so [`RulesError`] stays `Clone`; equality is identity
+/// for them (an error equals only itself and its clones), by value for the rest.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RulesBackendError {
+    /// Redis failed: an invalid URL, the server unreachable, or a command refused.
+    Redis(Arc<redis::RedisError>),
+    /// Connecting to Redis did not finish in time.
+    TimedOut {
+        /// How long connecting was given.
+        after: Duration,
+    },
+    /// A rule could not be encoded to, or decoded from, the JSON it is shared as.
+    Json(Arc<serde_json::Error>),
+}
+
+impl From<redis::RedisError> for RulesBackendError {
+    fn from(err: redis::RedisError) -> Self {
+        Self::Redis(Arc::new(err))
+    }
+}
+
+impl From<serde_json::Error> for RulesBackendError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Json(Arc::new(err))
+    }
+}
+
+impl fmt::Display for RulesBackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The driver's message is the source's, not repeated here.
+        match self {
+            Self::Redis(_) => f.write_str("redis"),
+            Self::TimedOut { after } => write!(f, "connecting to redis took over {after:?}"),
+            Self::Json(_) => f.write_str("rule JSON"),
+        }
+    }
+}
+
+impl std::error::Error for RulesBackendError {
+    /// The driver's error itself (not its `Arc`), so it can be downcast.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Redis(err) => Some(&**err),
+            Self::TimedOut { .. } => None,
+            Self::Json(err) => Some(&**err),
+        }
+    }
+}
+
+impl PartialEq for RulesBackendError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Redis(a), Self::Redis(b)) => Arc::ptr_eq(a, b),
+            (Self::TimedOut { after: a }, Self::TimedOut { after: b }) => a == b,
+            (Self::Json(a), Self::Json(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for RulesBackendError {}
 
 /// A validated, immutable set of rules. Change it by building a new one
 /// ([`RuleSet::with_rule`], [`RuleSet::without_rule`], [`RuleSet::from_toml_str`]) and
@@ -717,5 +787,34 @@ impl RuleSet {
             }
             Some((i, rule, rule.key_for(attrs)?))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn backend_failures_keep_their_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = RulesError::from(RulesBackendError::from(redis::RedisError::from(io)));
+        assert_eq!(err, err.clone(), "a clone is the same failure");
+        assert_eq!(err.to_string(), "rate-limit backend");
+        let cause = err.source().and_then(|s| s.source());
+        let redis = cause.and_then(|s| s.downcast_ref::<redis::RedisError>());
+        assert!(redis.is_some_and(redis::RedisError::is_connection_refusal), "{err:?}");
+
+        let json = serde_json::from_str::<u64>("{").unwrap_err();
+        let err = RulesBackendError::from(json);
+        assert_ne!(err, RulesBackendError::from(serde_json::from_str::<u64>("{").unwrap_err()));
+        assert!(err.source().is_some_and(|s| s.is::<serde_json::Error>()), "{err:?}");
+
+        let after = Duration::from_secs(2);
+        let err = RulesBackendError::TimedOut { after };
+        assert_eq!(err, RulesBackendError::TimedOut { after });
+        assert_eq!(err.to_string(), "connecting to redis took over 2s");
+        assert!(err.source().is_none());
     }
 }

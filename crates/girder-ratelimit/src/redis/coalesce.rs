@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::invoke;
-use crate::{BackendError, Decision, LimitError, Rule};
+use crate::{BackendError, Decision, LimitError, Rule, UnavailableError};
 
 /// How concurrent checks are grouped; see [`super::RedisLimiter::coalescing`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +36,9 @@ pub struct Coalescing {
     /// The most script calls outstanding at once.
     pub max_in_flight: NonZeroUsize,
     /// The most checks waiting for a call. Beyond it (Redis stalled, or far slower
-    /// than the traffic) a check fails at once with [`LimitError::Unavailable`], so
-    /// the caller's fail-open or fail-closed policy applies instead of a queue that
-    /// grows without bound.
+    /// than the traffic) a check fails at once with [`LimitError::Unavailable`]
+    /// ([`UnavailableError::QueueFull`]), so the caller's fail-open or fail-closed
+    /// policy applies instead of a queue that grows without bound.
     pub max_queued: NonZeroUsize,
 }
 
@@ -229,17 +229,16 @@ impl Coalescer {
             let ahead = self.shared.queued.fetch_add(1, Ordering::AcqRel);
             if ahead >= self.settings.max_queued.get() as u64 {
                 self.shared.unqueue(1);
-                return Some(Err(LimitError::Unavailable(format!(
-                    "{ahead} rate-limit checks already wait for Redis"
-                ))));
+                let max_queued = self.settings.max_queued.get();
+                return Some(Err(UnavailableError::QueueFull { max_queued }.into()));
             }
             match sender.send(pending) {
                 Ok(()) => {
-                    return Some(answer.await.unwrap_or_else(|_| {
-                        Err(LimitError::Unavailable(
-                            "the coalescing task stopped before answering".to_owned(),
-                        ))
-                    }));
+                    return Some(
+                        answer
+                            .await
+                            .unwrap_or_else(|_| Err(UnavailableError::CoalescerStopped.into())),
+                    );
                 }
                 Err(mpsc::error::SendError(back)) => {
                     self.shared.unqueue(1);

@@ -214,8 +214,7 @@ pub(crate) async fn invoke<T: FromRedisValue>(
 /// [`LimitError::Backend`], with the Redis error as its source.
 pub(crate) fn map_error(e: RedisError) -> LimitError {
     if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
-        // `Unavailable` holds a message: the HTTP layer raises it for its own timeout.
-        LimitError::Unavailable(e.to_string())
+        LimitError::Unavailable(e.into())
     } else {
         LimitError::Backend(e.into())
     }

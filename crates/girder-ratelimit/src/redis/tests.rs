@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::{AnyAlgorithm, MemoryConfig, MemoryLimiter};
+use crate::{AnyAlgorithm, MemoryConfig, MemoryLimiter, UnavailableError};
 
 async fn connect(test: &str) -> Option<ConnectionManager> {
     let url = require(Service::Redis, test)?;
@@ -194,7 +194,11 @@ async fn idle_keys_expire_when_their_state_is_fresh_again() {
 #[test]
 fn connection_errors_are_unavailable() {
     let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-    assert!(matches!(map_error(RedisError::from(io)), LimitError::Unavailable(_)));
+    let err = map_error(RedisError::from(io));
+    let LimitError::Unavailable(UnavailableError::Redis(_)) = &err else { panic!("{err:?}") };
+    // The driver's error is in the chain, for logs and downcasts.
+    let cause = err.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<RedisError>());
+    assert!(cause.is_some_and(RedisError::is_connection_refusal), "{err:?}");
     let script = RedisError::from((::redis::ErrorKind::ResponseError, "ERR script"));
     let err = map_error(script);
     assert!(matches!(err, LimitError::Backend(BackendError::Redis(_))), "{err:?}");
@@ -484,7 +488,9 @@ async fn a_stalled_server_bounds_the_queue() {
     }
     for result in &results {
         match result {
-            Err(LimitError::Unavailable(m)) if m.contains("already wait") => refused_at_once += 1,
+            Err(LimitError::Unavailable(UnavailableError::QueueFull { max_queued: 8 })) => {
+                refused_at_once += 1;
+            }
             Err(LimitError::Unavailable(_)) => {}
             other => panic!("a stopped server decided: {other:?}"),
         }

@@ -213,7 +213,11 @@ impl IntoResponse for ErrorKind {
                 Problem::new(unprocessable, "too-many-rules", "Too many rules")
             }
             Self::Rules(RulesError::Backend(_)) => {
-                tracing::error!(error = %self, "ratelimiter backend failure");
+                // The chain, so the driver's message reaches the log.
+                tracing::error!(
+                    error = &self as &dyn std::error::Error,
+                    "ratelimiter backend failure"
+                );
                 return Problem::unavailable("the rate-limit backend is unavailable; retry later")
                     .into_response();
             }

@@ -211,7 +211,8 @@ impl RateLimiterService {
                 () = tokio::time::sleep(shared::POLL_INTERVAL) => {}
             }
             if let Err(error) = self.sync_rules().await {
-                tracing::warn!(%error, "syncing shared rate-limit rules failed; retrying");
+                let error: &dyn std::error::Error = &error;
+                tracing::warn!(error, "syncing shared rate-limit rules failed; retrying");
             }
         }
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::api::RuleView;
-use girder_http::ratelimit::rules::{RuleSet, RuleSpec, RulesError};
+use girder_http::ratelimit::rules::{RuleSet, RuleSpec, RulesBackendError, RulesError};
 
 /// How often instances look for edits made elsewhere.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -37,8 +37,10 @@ impl std::fmt::Debug for SharedRules {
     }
 }
 
-fn backend(e: &redis::RedisError) -> RulesError {
-    RulesError::Backend(format!("shared rules: {e}"))
+/// A failure of the shared store (Redis, or the JSON a rule is shared as), the cause
+/// kept as the source.
+fn backend(e: impl Into<RulesBackendError>) -> RulesError {
+    RulesError::Backend(e.into())
 }
 
 impl SharedRules {
@@ -53,8 +55,7 @@ impl SharedRules {
 
     /// Records `rule` as the current version of its name, for every instance.
     pub(crate) async fn put(&self, rule: &RuleView) -> Result<(), RulesError> {
-        let json = serde_json::to_string(rule)
-            .map_err(|e| RulesError::Backend(format!("encoding rule: {e}")))?;
+        let json = serde_json::to_string(rule).map_err(backend)?;
         self.write(&rule.name, &json).await
     }
 
@@ -71,29 +72,23 @@ impl SharedRules {
             .incr(&self.version, 1)
             .query_async(&mut conn)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(backend)?;
         Ok(())
     }
 
     /// The version counter (0 before any edit).
     pub(crate) async fn version(&self) -> Result<i64, RulesError> {
         let mut conn = self.conn.clone();
-        let version: Option<i64> = redis::cmd("GET")
-            .arg(&self.version)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| backend(&e))?;
+        let version: Option<i64> =
+            redis::cmd("GET").arg(&self.version).query_async(&mut conn).await.map_err(backend)?;
         Ok(version.unwrap_or(0))
     }
 
     /// Every shared edit.
     pub(crate) async fn overlay(&self) -> Result<Overlay, RulesError> {
         let mut conn = self.conn.clone();
-        let mut edits: Overlay = redis::cmd("HGETALL")
-            .arg(&self.hash)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| backend(&e))?;
+        let mut edits: Overlay =
+            redis::cmd("HGETALL").arg(&self.hash).query_async(&mut conn).await.map_err(backend)?;
         edits.sort();
         Ok(edits)
     }
@@ -110,14 +105,15 @@ pub(crate) fn compose(base: &RuleSet, overlay: &Overlay) -> RuleSet {
             }
             continue;
         }
-        let applied = serde_json::from_str::<RuleView>(value)
-            .map_err(|e| RulesError::Backend(e.to_string()))
-            .and_then(|view| {
-                rules.with_rule(spec_from_view(RuleView { name: name.clone(), ..view }))
-            });
+        let applied = serde_json::from_str::<RuleView>(value).map_err(backend).and_then(|view| {
+            rules.with_rule(spec_from_view(RuleView { name: name.clone(), ..view }))
+        });
         match applied {
             Ok((next, _)) => rules = next,
-            Err(error) => tracing::warn!(rule = %name, %error, "skipping a shared rule edit"),
+            Err(error) => {
+                let error: &dyn std::error::Error = &error;
+                tracing::warn!(rule = %name, error, "skipping a shared rule edit");
+            }
         }
     }
     rules

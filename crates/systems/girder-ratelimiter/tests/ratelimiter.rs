@@ -20,10 +20,10 @@ use girder_core::{Clock, ManualClock};
 use girder_http::identity::{Role, test_bearer as bearer, test_tokens};
 use girder_http::ratelimit::rules::{MAX_OVERRIDES, MAX_RULES};
 use girder_http::ratelimit::{
-    BackendConfig, Engine, FailurePolicy, RateLimitLayer, RequestAttrs, RuleSet, RulesError,
-    Selector,
+    BackendConfig, Engine, FailurePolicy, RateLimitLayer, RequestAttrs, RuleSet, RulesBackendError,
+    RulesError, Selector,
 };
-use girder_ratelimit::{BackendError, Kind, LimitError, Rule};
+use girder_ratelimit::{BackendError, Kind, LimitError, Rule, UnavailableError};
 use girder_ratelimiter::{RateLimiterConfig, RateLimiterService};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
@@ -644,7 +644,8 @@ async fn keys_by_user_ip_and_api_key_are_independent() {
 #[tokio::test]
 async fn a_failing_backend_fails_open_or_closed_as_configured() {
     let rules = RuleSet::from_toml_str(&one_rule("per-user", 1)).unwrap();
-    let failing = BackendConfig::Failing(LimitError::Unavailable("connection refused".into()));
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    let failing = BackendConfig::Failing(UnavailableError::other(refused).into());
     let engine = Arc::new(Engine::new(rules, failing, "test_decisions_total").unwrap());
     let alice = [("x-user-id", "alice")];
 
@@ -662,6 +663,13 @@ async fn a_failing_backend_fails_open_or_closed_as_configured() {
     // A Redis that is not there is refused at start-up, with a typed error.
     let err = BackendConfig::redis("redis://127.0.0.1:1/", "t:").await.expect_err("port 1");
     assert_eq!(tag(&err), "backend");
+    assert!(
+        matches!(
+            err,
+            RulesError::Backend(RulesBackendError::Redis(_) | RulesBackendError::TimedOut { .. })
+        ),
+        "{err:?}"
+    );
 }
 
 /// A metrics recorder keeping counters in memory, keyed `name{k=v,...}`.
@@ -1007,7 +1015,8 @@ async fn bad_input_to_the_service_is_a_4xx_problem() {
 
     // A failing backend is a 503 problem, not a 500.
     let rules = RuleSet::from_toml_str(&one_rule("r", 1)).unwrap();
-    let failing = BackendConfig::Failing(LimitError::Unavailable("down".into()));
+    let timed_out = UnavailableError::TimedOut { after: Duration::from_millis(500) };
+    let failing = BackendConfig::Failing(timed_out.into());
     let engine = Arc::new(Engine::new(rules, failing, "test_checks_total").unwrap());
     let router = routed(&RateLimiterService::with_engine(engine, RateLimiterConfig::default()));
     assert_eq!(check(&router, "r", "k", 1).await.status, StatusCode::SERVICE_UNAVAILABLE);
