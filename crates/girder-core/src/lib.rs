@@ -5,6 +5,7 @@
 
 mod clock;
 pub mod coarse;
+pub mod error;
 pub mod services;
 
 pub use clock::{Clock, ManualClock, SystemClock};

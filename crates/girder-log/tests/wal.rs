@@ -253,6 +253,8 @@ async fn checkpoints_delete_whole_segments_below_and_survive_restarts() {
         wal.append(payload(k, 50)).await.expect("append");
     }
     let before = segments(dir.path()).len();
+    assert!(!wal.would_free(Lsn(1)), "the first segment holds more than record 1");
+    assert!(wal.would_free(Lsn(250)));
     assert!(matches!(wal.checkpoint(Lsn(401)), Err(WalError::Beyond { .. })));
     wal.checkpoint(Lsn(250)).expect("checkpoint");
     let oldest = wal.oldest_lsn();
@@ -291,6 +293,13 @@ async fn bad_input_and_closed_logs_get_typed_errors() {
         Err(WalError::TooLarge { len: 1025, max: 1024 })
     ));
     assert_eq!(wal.append(Vec::new()).await.expect("empty records are records"), Lsn(1));
+    let many = (0..50u8).map(|i| vec![i; 10]).collect();
+    assert_eq!(wal.append_many(many).await.expect("many"), (2..=51).map(Lsn).collect::<Vec<_>>());
+    assert!(matches!(
+        wal.append_many(vec![vec![0; 10], vec![0; 1025]]).await,
+        Err(WalError::TooLarge { len: 1025, .. })
+    ));
+    assert_eq!(wal.last_lsn(), Some(Lsn(51)), "a refused batch appends nothing");
     // One open log per directory: a second open is refused while the first lives.
     assert!(matches!(Wal::open(WalConfig::new(dir.path())), Err(WalError::Locked(_))));
     let other = wal.clone();

@@ -327,21 +327,9 @@ impl ReservationStore for SqliteReservationStore {
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error;
+    use girder_core::error::source_of;
 
     use super::*;
-
-    /// The first `sqlx::Error` in `err`'s source chain.
-    fn driver_error<'e>(err: &'e (dyn Error + 'static)) -> Option<&'e sqlx::Error> {
-        let mut next = Some(err);
-        while let Some(e) = next {
-            if let Some(found) = e.downcast_ref() {
-                return Some(found);
-            }
-            next = e.source();
-        }
-        None
-    }
 
     #[tokio::test]
     async fn a_failing_database_is_the_source_of_the_backend_error() {
@@ -357,10 +345,10 @@ mod tests {
         let err = store.status("p", "s1").await.unwrap_err();
         assert!(matches!(err, ReservationError::Backend(BackendError::Sqlite(_))), "{err:?}");
         assert_eq!(err.to_string(), "reservation backend");
-        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        assert!(matches!(source_of::<sqlx::Error>(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
         // A transaction.
         let err = store.hold("p", &["s1"], "alice", 1_000).await.unwrap_err();
         assert!(matches!(err, HoldError::Backend(BackendError::Sqlite(_))), "{err:?}");
-        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        assert!(matches!(source_of::<sqlx::Error>(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
     }
 }

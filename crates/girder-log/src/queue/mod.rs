@@ -303,18 +303,20 @@ impl Queue {
         // then log the claims; the deliveries are returned once the log has them.
         let (claims, deaths) =
             self.state.lock().claim(g, now, max, until_ms, self.config.max_deliveries);
-        for id in deaths {
-            self.wal.append(Event::Dead { group: g as u16, id }.encode()).await?;
-        }
+        // One append for the whole claim: its records share the writer's syncs.
+        let mut records: Vec<Vec<u8>> =
+            deaths.into_iter().map(|id| Event::Dead { group: g as u16, id }.encode()).collect();
         let mut deliveries = Vec::with_capacity(claims.len());
         for (id, attempt, payload) in claims {
-            let event = Event::Deliver { group: g as u16, id, attempt, until_ms };
-            self.wal.append(event.encode()).await?;
+            records.push(Event::Deliver { group: g as u16, id, attempt, until_ms }.encode());
             deliveries.push(Delivery {
                 receipt: Receipt { id: MessageId(id), attempt },
                 payload,
                 visible_again_at_ms: until_ms,
             });
+        }
+        if !records.is_empty() {
+            self.wal.append_many(records).await?;
         }
         Ok(deliveries)
     }
@@ -427,7 +429,9 @@ impl Queue {
                 None => self.wal.last_lsn().map_or(0, |l| l.0),
             }
         };
-        if below > 0 && self.wal.checkpointed().is_none_or(|c| c.0 < below) {
+        // Only when a segment would go: the checkpoint file costs two syncs, too many
+        // to pay on every acknowledgement.
+        if below > 0 && self.wal.would_free(Lsn(below)) {
             self.wal.checkpoint(Lsn(below))?;
         }
         Ok(())

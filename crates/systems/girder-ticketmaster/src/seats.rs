@@ -244,21 +244,9 @@ impl Seats {
 
 #[cfg(test)]
 mod tests {
-    use std::error::Error;
+    use girder_core::error::source_of;
 
     use super::*;
-
-    /// The first `sqlx::Error` in `err`'s source chain.
-    fn driver_error<'e>(err: &'e (dyn Error + 'static)) -> Option<&'e sqlx::Error> {
-        let mut next = Some(err);
-        while let Some(e) = next {
-            if let Some(found) = e.downcast_ref() {
-                return Some(found);
-            }
-            next = e.source();
-        }
-        None
-    }
 
     #[tokio::test]
     async fn a_store_failure_keeps_the_database_error_as_its_source() {
@@ -271,12 +259,12 @@ mod tests {
 
         let err = seats.states("e1").await.unwrap_err();
         assert!(matches!(err, SeatError::Store(ReservationError::Backend(_))), "{err:?}");
-        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        assert!(matches!(source_of::<sqlx::Error>(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
         let err = seats.hold("e1", &seat, "r1", 60_000).await.unwrap_err();
         assert!(
             matches!(err, HoldError::Store(SeatError::Hold(StoreHoldError::Backend(_)))),
             "{err:?}"
         );
-        assert!(matches!(driver_error(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
+        assert!(matches!(source_of::<sqlx::Error>(&err), Some(sqlx::Error::PoolClosed)), "{err:?}");
     }
 }
