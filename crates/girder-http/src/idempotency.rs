@@ -487,6 +487,8 @@ where
     let Ok(Some(caller)) = caller_of(&parts) else {
         return call(&mut inner, Request::from_parts(parts, body)).await;
     };
+    // The handler's extractor reads it from here instead of verifying the token again.
+    parts.extensions.insert(caller.clone());
     let Ok(bytes) = axum::body::to_bytes(body, BODY_BYTES_MAX).await else {
         return Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,

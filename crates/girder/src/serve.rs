@@ -25,8 +25,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // sees a time up to about 1 ms old: refill-based limits are then at most as
     // permissive, and window edges move by at most that much.
     let coarse_clock = Arc::new(CoarseClock::shared());
+    // The one clock of this instance: the systems' and the idempotency purge's.
+    let clock: Arc<dyn girder_core::Clock> = Arc::new(SystemClock);
     let systems =
-        Systems::open_with_coarse_clock(&config, Arc::new(SystemClock), coarse_clock).await?;
+        Systems::open_with_coarse_clock(&config, Arc::clone(&clock), coarse_clock).await?;
     let (stop, shutdown) = Shutdown::new();
     let reloads = reload_on_sighup(systems.clone(), config.clone(), shutdown.clone().wait());
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -45,7 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone().wait()));
     // Every system's Idempotency-Key records share one table; one sweep keeps it small.
     let records =
-        girder_http::idempotency::Idempotency::new(systems.db().clone(), Arc::new(SystemClock));
+        girder_http::idempotency::Idempotency::new(systems.db().clone(), Arc::clone(&clock));
     let purge = {
         let stop = shutdown.clone().wait();
         tokio::spawn(async move { records.purge_until(IDEMPOTENCY_PURGE_EVERY, stop).await })
