@@ -85,6 +85,26 @@ pub struct Link<'a> {
     pub value: &'a str,
 }
 
+/// Links the `id` that `POST from_path` answers in its 201 body to the `id` path
+/// parameter of each of `to_operations`: how every create in the house is linked to
+/// the operations that take what it made.
+///
+/// # Panics
+/// As [`link`].
+pub fn link_created_ids(doc: &mut OpenApi, from_path: &str, to_operations: &[&str]) {
+    for to_operation in to_operations {
+        let from = Link {
+            from_path,
+            from_method: "post",
+            status: "201",
+            to_operation,
+            parameter: "id",
+            value: "$response.body#/id",
+        };
+        link(doc, from);
+    }
+}
+
 /// Adds an OpenAPI link from a creating operation's response to an operation that
 /// takes what it created, so a stateful client (schemathesis' stateful phase) can chain
 /// a create into its reads and writes. A link whose source is missing is a bug in the

@@ -937,30 +937,9 @@ async fn center_orders(
 /// that take what it created (for stateful clients).
 #[must_use]
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    use girder_http::openapi::{Link, link};
+    use girder_http::openapi::link_created_ids;
     let mut doc = <GoPuffApi as OpenApi>::openapi();
-    for to_operation in ["center_inventory", "center_orders"] {
-        let from = Link {
-            from_path: "/api/gopuff/centers",
-            from_method: "post",
-            status: "201",
-            to_operation,
-            parameter: "id",
-            value: "$response.body#/id",
-        };
-        link(&mut doc, from);
-    }
-    {
-        let to_operation = "get_order";
-        let from = Link {
-            from_path: "/api/gopuff/orders",
-            from_method: "post",
-            status: "201",
-            to_operation,
-            parameter: "id",
-            value: "$response.body#/id",
-        };
-        link(&mut doc, from);
-    }
+    link_created_ids(&mut doc, "/api/gopuff/centers", &["center_inventory", "center_orders"]);
+    link_created_ids(&mut doc, "/api/gopuff/orders", &["get_order"]);
     doc
 }

@@ -953,41 +953,16 @@ async fn queue_status(
 /// that take what it created (for stateful clients).
 #[must_use]
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    use girder_http::openapi::{Link, link};
+    use girder_http::openapi::link_created_ids;
     let mut doc = <TicketmasterApi as OpenApi>::openapi();
-    {
-        let to_operation = "get_venue";
-        let from = Link {
-            from_path: "/api/ticketmaster/venues",
-            from_method: "post",
-            status: "201",
-            to_operation,
-            parameter: "id",
-            value: "$response.body#/id",
-        };
-        link(&mut doc, from);
-    }
-    for to_operation in ["get_event", "seat_map", "reserve", "join_queue", "queue_status"] {
-        let from = Link {
-            from_path: "/api/ticketmaster/events",
-            from_method: "post",
-            status: "201",
-            to_operation,
-            parameter: "id",
-            value: "$response.body#/id",
-        };
-        link(&mut doc, from);
-    }
-    for to_operation in ["get_reservation", "confirm", "cancel"] {
-        let from = Link {
-            from_path: "/api/ticketmaster/events/{id}/reservations",
-            from_method: "post",
-            status: "201",
-            to_operation,
-            parameter: "id",
-            value: "$response.body#/id",
-        };
-        link(&mut doc, from);
-    }
+    link_created_ids(&mut doc, "/api/ticketmaster/venues", &["get_venue"]);
+    let event_operations = ["get_event", "seat_map", "reserve", "join_queue", "queue_status"];
+    link_created_ids(&mut doc, "/api/ticketmaster/events", &event_operations);
+    let reservation_operations = ["get_reservation", "confirm", "cancel"];
+    link_created_ids(
+        &mut doc,
+        "/api/ticketmaster/events/{id}/reservations",
+        &reservation_operations,
+    );
     doc
 }
