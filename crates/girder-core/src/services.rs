@@ -1,7 +1,7 @@
 //! Where the external engines live, and how tests treat their absence.
 //!
-//! URLs come from `GIRDER_POSTGRES_URL`, `GIRDER_REDIS_URL` and `GIRDER_NATS_URL`
-//! with localhost defaults. A test that needs an engine asks [`require`]: when
+//! URLs come from `GIRDER_POSTGRES_URL`, `GIRDER_POSTGRES_REPLICA_URL`,
+//! `GIRDER_REDIS_URL` and `GIRDER_NATS_URL` with localhost defaults. A test that needs an engine asks [`require`]: when
 //! the engine is unreachable it gets `None` and a loud skip line, except under
 //! `CI=true`, where an unreachable engine fails the test.
 
@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum Service {
     /// PostgreSQL, the scale-out system of record.
     Postgres,
+    /// A streaming replica of that PostgreSQL (hot standby), for read routing.
+    PostgresReplica,
     /// Redis, for shared counters, caches, locks and limits.
     Redis,
     /// NATS with JetStream, for durable streams.
@@ -25,6 +27,7 @@ impl Service {
     pub const fn env_var(self) -> &'static str {
         match self {
             Self::Postgres => "GIRDER_POSTGRES_URL",
+            Self::PostgresReplica => "GIRDER_POSTGRES_REPLICA_URL",
             Self::Redis => "GIRDER_REDIS_URL",
             Self::Nats => "GIRDER_NATS_URL",
         }
@@ -35,6 +38,7 @@ impl Service {
     pub const fn default_url(self) -> &'static str {
         match self {
             Self::Postgres => "postgres://postgres@127.0.0.1:5432/postgres",
+            Self::PostgresReplica => "postgres://postgres@127.0.0.1:5433/postgres",
             Self::Redis => "redis://127.0.0.1:6379/",
             Self::Nats => "nats://127.0.0.1:4222",
         }
