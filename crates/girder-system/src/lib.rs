@@ -44,6 +44,12 @@ pub struct Context {
     pub coarse_clock: Arc<dyn Clock>,
     /// The origin this instance is reached at, e.g. `http://127.0.0.1:8080`.
     pub public_url: String,
+    /// This instance's directory for embedded data (write-ahead logs, durable
+    /// queues): never shared between instances.
+    pub data_dir: std::path::PathBuf,
+    /// NATS with JetStream, when configured: queues and streams shared by every
+    /// instance. `None`: embedded queues in `data_dir`.
+    pub nats_url: Option<String>,
 }
 
 /// The first path segments the server itself serves or may serve: nothing a system
@@ -74,9 +80,9 @@ pub const SERVER_PATHS: &[&str] = &[
 ];
 
 impl Context {
-    /// A context on `db` with every clock reading `clock`, no Redis, and
-    /// `http://127.0.0.1:8080` as the public origin: for tests and for embedding one
-    /// system in another program.
+    /// A context on `db` with every clock reading `clock`, no Redis, no NATS,
+    /// `./girder-data` as the data directory and `http://127.0.0.1:8080` as the public
+    /// origin: for tests and for embedding one system in another program.
     #[must_use]
     pub fn new(db: girder_sql::Db, clock: Arc<dyn Clock>) -> Self {
         Self {
@@ -85,7 +91,21 @@ impl Context {
             coarse_clock: Arc::clone(&clock),
             clock,
             public_url: "http://127.0.0.1:8080".to_owned(),
+            data_dir: std::path::PathBuf::from("girder-data"),
+            nats_url: None,
         }
+    }
+
+    /// The same context with its embedded data in `dir`.
+    #[must_use]
+    pub fn with_data_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { data_dir: dir.into(), ..self }
+    }
+
+    /// The same context with NATS at `url`.
+    #[must_use]
+    pub fn with_nats(self, url: impl Into<String>) -> Self {
+        Self { nats_url: Some(url.into()), ..self }
     }
 
     /// The same context with Redis at `url`.
@@ -100,6 +120,8 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("db", &self.db.engine())
             .field("redis", &self.redis_url.is_some())
+            .field("nats", &self.nats_url.is_some())
+            .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }

@@ -94,6 +94,8 @@ impl Systems {
             clock,
             coarse_clock: Arc::clone(&coarse_clock),
             public_url: config.public_url.clone(),
+            data_dir: config.data_dir.clone(),
+            nats_url: config.nats_url.clone(),
         };
         let mut running = Vec::new();
         for plan in &SYSTEMS {

@@ -43,6 +43,11 @@ pub struct ServeSettings {
     /// shared rule edits (off if unset: everything stays in process).
     #[arg(long, env = "GIRDER_REDIS_URL", help_heading = "Engines")]
     pub redis_url: Option<String>,
+    /// NATS with JetStream, shared by every system that keeps a queue (News Feed's
+    /// fan-out): queues shared by every instance (off if unset: each instance keeps
+    /// embedded queues in its data dir).
+    #[arg(long, env = "GIRDER_NATS_URL", help_heading = "Engines")]
+    pub nats_url: Option<String>,
     /// Origin of short links and other absolute URLs, e.g. https://sho.rt
     /// [default: http://<bind>].
     #[arg(long, env = "GIRDER_PUBLIC_URL")]
@@ -137,6 +142,8 @@ pub struct Config {
     pub pool: girder_sql::PoolConfig,
     /// Redis, shared by every system.
     pub redis_url: Option<String>,
+    /// NATS, shared by every system.
+    pub nats_url: Option<String>,
     /// Origin of absolute URLs.
     pub public_url: String,
     /// Body size bound.
@@ -188,6 +195,7 @@ impl ServeSettings {
             db_max_connections: self.db_max_connections.or(other.db_max_connections),
             db_acquire_timeout_ms: self.db_acquire_timeout_ms.or(other.db_acquire_timeout_ms),
             redis_url: self.redis_url.or(other.redis_url),
+            nats_url: self.nats_url.or(other.nats_url),
             public_url: self.public_url.or(other.public_url),
             body_bytes_max: self.body_bytes_max.or(other.body_bytes_max),
             shutdown_grace_ms: self.shutdown_grace_ms.or(other.shutdown_grace_ms),
@@ -249,6 +257,7 @@ impl ServeSettings {
             database_url,
             pool: girder_sql::PoolConfig { max_connections, acquire_timeout_ms },
             redis_url: self.redis_url,
+            nats_url: self.nats_url,
             public_url,
             body_bytes_max,
             shutdown_grace_ms: self.shutdown_grace_ms.unwrap_or(10_000),

@@ -28,12 +28,7 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
     ),
     &Live::<girder_bitly::Bitly>::new(),
     &Live::<girder_gopuff::GoPuff>::new(),
-    &planned(
-        "newsfeed",
-        "News Feed",
-        "fan-out and pre-computed feeds",
-        &["Pre-computation & Materialized Views", "Database Sharding"],
-    ),
+    &Live::<girder_newsfeed::NewsFeed>::new(),
     &planned(
         "whatsapp",
         "WhatsApp",

@@ -1,0 +1,163 @@
+//! Fan-out on write, through a durable queue ("Pattern: Asynchronous Processing with
+//! Message Queues").
+//!
+//! A push post is committed with its fan-out outstanding (`fanout_done_ms IS NULL`,
+//! the outbox), then a job naming it is enqueued; workers dequeue it, page through
+//! the author's followers and insert the entry into each follower's feed shard, then
+//! mark the post done and acknowledge. Every step may be repeated: the inserts skip
+//! entries that exist, so a job delivered again after a worker died (its visibility
+//! timeout lapsed) or re-enqueued by the sweeper writes nothing twice.
+//!
+//! The sweeper closes the one gap the queue cannot: an instance killed between the
+//! post's commit and the enqueue. Every instance periodically claims (compare and
+//! set on `claimed_until_ms`) push posts whose fan-out has been outstanding longer
+//! than a grace period and enqueues them on its own queue, so a post is fanned out
+//! even if the instance that took it never comes back.
+//!
+//! The other jobs keep what fan-out on write makes hard: a deleted post is removed
+//! from the feeds it was written to (readers already skip it by its tombstone), an
+//! unfollow removes the author's entries from the follower's feed (readers already
+//! skip them), and a follow backfills the author's recent push posts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use girder_log::queue::{Delivery, Queue, QueueError};
+use serde::{Deserialize, Serialize};
+
+use crate::feeds::FeedError;
+use crate::graph::GraphError;
+
+/// The consumer group the workers share.
+pub const GROUP: &str = "fanout";
+
+/// A unit of fan-out work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Write a push post into its author's and their followers' feeds.
+    Fanout {
+        /// The post.
+        post: i64,
+        /// Its author.
+        author: String,
+    },
+    /// Remove a deleted post from the feeds it was written to.
+    Retract {
+        /// The post.
+        post: i64,
+        /// Its author.
+        author: String,
+    },
+    /// Remove an unfollowed author's entries from a follower's feed (if the follower
+    /// has not followed again meanwhile).
+    Unfollow {
+        /// Whose feed.
+        follower: String,
+        /// Whose entries.
+        followee: String,
+    },
+    /// Copy an author's recent push posts into a new follower's feed.
+    Backfill {
+        /// Whose feed.
+        follower: String,
+        /// Whose posts.
+        followee: String,
+    },
+}
+
+impl Job {
+    /// The job's bytes on the queue.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// A job from its bytes.
+    ///
+    /// # Errors
+    /// The bytes are not a job (a message from something else, or corrupt).
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The metric label.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Fanout { .. } => "fanout",
+            Self::Retract { .. } => "retract",
+            Self::Unfollow { .. } => "unfollow",
+            Self::Backfill { .. } => "backfill",
+        }
+    }
+}
+
+/// Why a job failed (it is retried with backoff, then dead-lettered).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The graph database failed.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A feed shard failed.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
+
+/// The queue the jobs travel through. Embedded (a write-ahead log in the instance's
+/// data directory) by default.
+#[derive(Clone)]
+pub struct Jobs {
+    queue: Arc<Queue>,
+    /// Wakes idle workers when this instance enqueues.
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+impl Jobs {
+    /// Jobs on `queue`.
+    #[must_use]
+    pub fn new(queue: Queue) -> Self {
+        Self { queue: Arc::new(queue), notify: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// Enqueues `job`; returns once it is durable.
+    ///
+    /// # Errors
+    /// The queue failed.
+    pub async fn push(&self, job: &Job) -> Result<(), QueueError> {
+        self.queue.enqueue(job.encode()).await?;
+        metrics::counter!("girder_newsfeed_jobs_enqueued_total", "job" => job.kind()).increment(1);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Up to `max` deliveries, each invisible to other workers for `visibility`.
+    ///
+    /// # Errors
+    /// The queue failed.
+    pub async fn take(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.queue.dequeue(GROUP, max, Some(visibility)).await
+    }
+
+    /// Waits until this instance enqueues something or `idle` passes.
+    pub async fn idle(&self, idle: Duration) {
+        let _ = tokio::time::timeout(idle, self.notify.notified()).await;
+    }
+
+    /// The queue underneath (acks, nacks, stats, dead letters, redrive).
+    #[must_use]
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+}
