@@ -23,8 +23,18 @@
 //!
 //! The state lives in memory: ids, attempts and deadlines for every live message, and
 //! the payloads (bounded by `message_bytes_max` each).
+//!
+//! [`MessageQueue`] is the same operations as a trait. [`Queue`] implements it, and so
+//! does `jetstream::JetStreamQueue` (feature `nats`): one stream per queue on a NATS
+//! JetStream server, one durable pull consumer per group, redriven messages and dead
+//! letters in two more. `tests/queue_conformance.rs` runs one suite against both.
 
+#[cfg(feature = "nats")]
+pub mod jetstream;
+mod message_queue;
 mod record;
+
+pub use message_queue::MessageQueue;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -150,6 +160,50 @@ pub enum QueueError {
     Malformed {
         /// Where.
         lsn: u64,
+    },
+    /// The NATS server or the connection to it failed; the source is the client's
+    /// error (`async_nats`'s, reachable with `girder_core::error::source_of`).
+    #[cfg(feature = "nats")]
+    #[error(transparent)]
+    Nats(#[from] jetstream::NatsError),
+    /// The server did not answer within the configured request timeout. The
+    /// operation may or may not have taken effect (an enqueue may be stored).
+    #[cfg(feature = "nats")]
+    #[error("NATS {op} got no answer within {after:?}")]
+    TimedOut {
+        /// What was waiting.
+        op: &'static str,
+        /// The bound.
+        after: std::time::Duration,
+    },
+    /// JetStream times visibility per consumer (its `AckWait`): a dequeue can only
+    /// ask for the configured one.
+    #[cfg(feature = "nats")]
+    #[error("visibility {asked:?} asked; this queue's consumers have {fixed:?}")]
+    FixedVisibility {
+        /// What the dequeue asked for.
+        asked: Duration,
+        /// The consumers' `AckWait`.
+        fixed: Duration,
+    },
+    /// This handle already holds `max` unacknowledged deliveries (`in_flight_max`).
+    #[cfg(feature = "nats")]
+    #[error("{max} deliveries already in flight through this handle")]
+    InFlightFull {
+        /// The bound.
+        max: usize,
+    },
+    /// A stream holds a message this queue never writes (a header missing or
+    /// unreadable).
+    #[cfg(feature = "nats")]
+    #[error("message {seq} of stream {stream} is malformed: {problem}")]
+    BadMessage {
+        /// The stream.
+        stream: String,
+        /// Its sequence there.
+        seq: u64,
+        /// What is wrong.
+        problem: &'static str,
     },
 }
 
