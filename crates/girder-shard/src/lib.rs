@@ -42,8 +42,15 @@
 //! is bounded by one f64 division per round, H(N) rounds per key (2.7 at 8, 4.7 at 64).
 //!
 //! [`router`] sends single-key work to the owning shard's backend and gathers queries
-//! over every shard into one ordered page with a keyset cursor. This crate never sees
-//! HTTP or a database driver: a backend is whatever the caller routes to.
+//! over every shard into one ordered page with a keyset cursor. The placement core and
+//! the router never see HTTP or a database driver: a backend is whatever the caller
+//! routes to.
+//!
+//! With the `sql` feature, `sql` puts the router over real databases — N SQLite files
+//! or N PostgreSQL databases — and adds a shard to them online: the keys that change
+//! owner are copied while reads and writes go on, then switched over at once.
 
 pub mod hash;
 pub mod router;
+#[cfg(feature = "sql")]
+pub mod sql;

@@ -95,6 +95,12 @@ impl<M: ShardMap, S> Router<M, S> {
         self.shards.iter().map(|(id, s)| (*id, s))
     }
 
+    /// The backend of `shard`, if the router has that shard.
+    #[must_use]
+    pub fn backend(&self, shard: ShardId) -> Option<&S> {
+        self.shards.get(&shard)
+    }
+
     /// The shard map.
     #[must_use]
     pub const fn map(&self) -> &M {
