@@ -9,6 +9,9 @@
 //! - [`migrate`]: each system's `sqlx::migrate!` files, applied at start-up.
 //! - [`keys`]: random keys instances share through a settings table (MAC keys,
 //!   the code permutation's key).
+//! - [`replica`]: [`replica::ReadRouter`], writes to the primary and reads to
+//!   PostgreSQL streaming replicas with read-your-writes (Pattern: Database Read
+//!   Replicas). On SQLite every read goes to the one database.
 //!
 //! Why one pool: PostgreSQL's default `max_connections` is 100. With a pool per
 //! system, sixteen systems at sixteen connections would need 256 per instance; with
@@ -17,6 +20,7 @@
 
 pub mod keys;
 pub mod migrate;
+pub mod replica;
 
 use std::str::FromStr;
 use std::time::Duration;
