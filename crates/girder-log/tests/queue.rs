@@ -1,6 +1,7 @@
 //! The durable queue: delivery, visibility timeouts and receipts, nack delays, dead
 //! letters and redrive, consumer groups, state that survives a reopen, checkpoints,
-//! typed errors, and concurrent consumers that ack every message exactly once.
+//! typed errors, concurrent consumers that ack every message exactly once, and
+//! producers and consumers SIGKILLed under load (on JetStream too, feature `nats`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use girder_core::ManualClock;
-use girder_log::queue::{MessageId, Queue, QueueConfig, QueueError};
+use girder_log::queue::{MessageId, MessageQueue, Queue, QueueConfig, QueueError};
 use girder_log::wal::WalConfig;
 
 const T0: u64 = 1_800_000_000_000;
@@ -237,23 +238,111 @@ async fn concurrent_consumers_ack_every_message_exactly_once() {
     q.close().await.expect("close");
 }
 
+// ---- producers and consumers SIGKILLed under load, on either backend ----
+
+/// Set in a child process: where its queue is (a directory, or a JetStream queue name).
+const CHILD: &str = "GIRDER_QUEUE_CHILD";
+const CRASH_MAX_DELIVERIES: u32 = 3;
+const CRASH_VISIBILITY: Duration = Duration::from_millis(200);
+
 /// Producers and consumers in a child process (this test, re-run with
-/// `GIRDER_QUEUE_CHILD`) are SIGKILLed at random moments, 20 times on one queue; then
-/// the parent drains it. Every message whose enqueue returned is acknowledged at
-/// least once by someone, and none whose acknowledgement returned is delivered again.
+/// `GIRDER_QUEUE_CHILD`) are SIGKILLed at random moments, 20 times on one queue; every
+/// tenth message is poison (its consumers nack it). Then the parent drains the queue
+/// and checks what `check_crash_survivors` says.
 #[test]
 fn messages_survive_sigkilled_producers_and_consumers() {
-    const CHILD: &str = "GIRDER_QUEUE_CHILD";
+    const TEST: &str = "messages_survive_sigkilled_producers_and_consumers";
     if let Ok(dir) = std::env::var(CHILD) {
-        return queue_child(Path::new(&dir));
+        return child_runtime().block_on(async {
+            let clock = Arc::new(girder_core::SystemClock);
+            queue_child(Queue::open(crash_config(Path::new(&dir)), clock).expect("open")).await;
+        });
     }
     let dir = tempfile::tempdir().expect("dir");
+    let log = kill_children(TEST, dir.path().to_str().expect("utf-8 path"));
+    child_runtime().block_on(async {
+        let clock = Arc::new(girder_core::SystemClock);
+        let q = Queue::open(crash_config(dir.path()), clock).expect("recover");
+        check_crash_survivors(&q, &log).await;
+        q.close().await.expect("close");
+    });
+}
+
+/// The same on NATS JetStream, on a stream of its own (deleted afterwards).
+#[cfg(feature = "nats")]
+#[test]
+fn messages_survive_sigkilled_producers_and_consumers_on_jetstream() {
+    use girder_core::Clock;
+    use girder_core::services::{Service, require};
+    use girder_log::queue::jetstream::{JetStreamConfig, JetStreamQueue};
+    const TEST: &str = "messages_survive_sigkilled_producers_and_consumers_on_jetstream";
+    let config = |name: &str| JetStreamConfig {
+        max_deliveries: CRASH_MAX_DELIVERIES,
+        visibility: CRASH_VISIBILITY,
+        ..JetStreamConfig::new(name)
+    };
+    let open = |url: String, name: String| async move {
+        let clock = Arc::new(girder_core::SystemClock);
+        JetStreamQueue::connect(&url, config(&name), clock).await.expect("open")
+    };
+    if let Ok(name) = std::env::var(CHILD) {
+        return child_runtime().block_on(async {
+            queue_child(open(Service::Nats.url(), name).await).await;
+        });
+    }
+    let Some(url) = require(Service::Nats, TEST) else { return };
+    let name = format!("crash-{:x}-{:x}", std::process::id(), girder_core::SystemClock.now_ms());
+    let runtime = child_runtime();
+    // Created before the first child, so no child spends its life creating streams.
+    let q = runtime.block_on(open(url, name.clone()));
+    let log = kill_children(TEST, &name);
+    let checked = runtime.block_on(async {
+        let checking = q.clone();
+        let checked =
+            tokio::spawn(async move { check_crash_survivors(&checking, &log).await }).await;
+        q.delete().await.expect("delete the test's streams");
+        checked
+    });
+    if let Err(failed) = checked {
+        std::panic::resume_unwind(failed.into_panic());
+    }
+}
+
+fn crash_config(dir: &Path) -> QueueConfig {
+    QueueConfig {
+        max_deliveries: CRASH_MAX_DELIVERIES,
+        visibility: CRASH_VISIBILITY,
+        wal: WalConfig { segment_bytes: 64 << 10, ..WalConfig::new(dir) },
+        ..QueueConfig::new(dir)
+    }
+}
+
+fn child_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt")
+}
+
+/// What the children said before they were killed.
+#[derive(Debug, Default)]
+struct ChildLog {
+    /// Messages whose enqueue returned.
+    enqueued: HashSet<u64>,
+    /// Those of them that are poison.
+    poison: HashSet<u64>,
+    /// Messages a consumer was acknowledging (the ack may or may not have landed).
+    acking: HashSet<u64>,
+    /// Messages whose acknowledgement returned.
+    acked: HashSet<u64>,
+}
+
+/// Runs `test` as a child 20 times with `GIRDER_QUEUE_CHILD=where`, SIGKILLs each at
+/// a random moment, and collects what the children printed.
+fn kill_children(test: &str, r#where: &str) -> ChildLog {
     let exe = std::env::current_exe().expect("test binary");
-    let (mut enqueued, mut acking, mut acked) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let mut log = ChildLog::default();
     for run in 0..20u64 {
         let mut child = std::process::Command::new(&exe)
-            .args(["--exact", "messages_survive_sigkilled_producers_and_consumers", "--nocapture"])
-            .env(CHILD, dir.path())
+            .args(["--exact", test, "--nocapture"])
+            .env(CHILD, r#where)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -274,99 +363,143 @@ fn messages_survive_sigkilled_producers_and_consumers() {
             };
             match kind {
                 "ENQ" => {
-                    enqueued.insert(id);
+                    log.enqueued.insert(id);
+                }
+                "ENQP" => {
+                    log.enqueued.insert(id);
+                    log.poison.insert(id);
                 }
                 "ACKING" => {
-                    acking.insert(id);
+                    log.acking.insert(id);
                 }
                 "ACK" => {
-                    acked.insert(id);
+                    log.acked.insert(id);
                 }
                 _ => {}
             }
         }
     }
-    // Drain what is left: wait out the visibility of deliveries the children held.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-    let drained = runtime.block_on(async {
-        let clock = Arc::new(girder_core::SystemClock);
-        let q = Queue::open(crash_config(dir.path()), clock).expect("recover");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut drained = Vec::new();
-        loop {
-            let got = q.dequeue("default", 64, None).await.expect("dequeue");
-            if got.is_empty() {
-                break;
-            }
-            for d in got {
-                q.ack("default", d.receipt).await.expect("ack");
-                drained.push(d.receipt.id.0);
-            }
+    log
+}
+
+/// Drains the queue the children left and checks: every message whose enqueue
+/// returned is acknowledged (by a child or the drain) and was delivered at least
+/// once; none whose acknowledgement returned is delivered again; every poison message
+/// is a dead letter after exactly `max_deliveries` attempts, and redriving the dead
+/// letters delivers each again, afresh.
+async fn check_crash_survivors<Q: MessageQueue>(q: &Q, log: &ChildLog) {
+    assert!(log.enqueued.len() > 20, "the children enqueued messages ({})", log.enqueued.len());
+    assert!(!log.poison.is_empty(), "the children enqueued poison");
+    // First drain: acknowledge good messages, nack poison until it dies.
+    let mut delivered = HashSet::new();
+    let mut acked = drain(q, &mut delivered, false).await;
+    let dead = q.dead_letters("default").await.expect("dead letters");
+    let dead_ids: HashSet<u64> = dead.iter().map(|d| d.id.0).collect();
+    assert_eq!(dead_ids.len(), dead.len(), "one dead letter per message");
+    for d in &dead {
+        assert_eq!(d.attempts, CRASH_MAX_DELIVERIES, "dead letter {} with its attempts", d.id);
+        if log.enqueued.contains(&d.id.0) {
+            assert_eq!(d.payload[0] == b'P', log.poison.contains(&d.id.0), "dead letter {}", d.id);
         }
-        q.close().await.expect("close");
-        drained
-    });
-    let drained_set: HashSet<u64> = drained.iter().copied().collect();
-    assert_eq!(drained_set.len(), drained.len(), "the drain saw no message twice");
-    assert!(enqueued.len() > 20, "the children enqueued messages ({})", enqueued.len());
-    for id in &enqueued {
+    }
+    for id in &log.poison {
+        assert!(dead_ids.contains(id), "poison message {id} is not a dead letter");
+    }
+    // Some good messages may die too: held by children killed three times.
+    let good_dead = dead.iter().filter(|d| d.payload[0] != b'P').count();
+    eprintln!("{} dead letters, {good_dead} of them killed with their consumers", dead.len());
+    for d in &dead {
+        q.redrive("default", d.id).await.expect("redrive");
+    }
+    let mut redelivered = HashSet::new();
+    let second = drain(q, &mut redelivered, true).await;
+    assert_eq!(second, dead_ids, "every redriven message delivered and acknowledged again");
+    acked.extend(second);
+    delivered.extend(redelivered);
+    assert!(q.dead_letters("default").await.expect("dead letters").is_empty());
+    for id in &log.enqueued {
         assert!(
-            drained_set.contains(id) || acking.contains(id),
+            acked.contains(id) || log.acking.contains(id),
             "message {id} was enqueued but never acknowledged nor left in the queue"
         );
     }
-    for id in &acked {
-        assert!(!drained_set.contains(id), "message {id} was acknowledged, then delivered again");
+    for id in &log.acked {
+        assert!(!delivered.contains(id), "message {id} was acknowledged, then delivered again");
     }
 }
 
-fn crash_config(dir: &Path) -> QueueConfig {
-    QueueConfig {
-        max_deliveries: 1_000,
-        visibility: Duration::from_millis(200),
-        wal: WalConfig { segment_bytes: 64 << 10, ..WalConfig::new(dir) },
-        ..QueueConfig::new(dir)
+/// Dequeues until the group is empty, nothing in flight. Acknowledges every message
+/// (poison too when `ack_poison`, else nacks it); returns the ids acknowledged.
+async fn drain<Q: MessageQueue>(
+    q: &Q,
+    delivered: &mut HashSet<u64>,
+    ack_poison: bool,
+) -> HashSet<u64> {
+    let started = std::time::Instant::now();
+    let mut acked = HashSet::new();
+    loop {
+        let got = q.dequeue("default", 64, None).await.expect("dequeue");
+        if got.is_empty() {
+            let stats = q.stats("default").await.expect("stats");
+            if stats.ready == 0 && stats.in_flight == 0 {
+                return acked;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the queue never drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        for d in got {
+            delivered.insert(d.receipt.id.0);
+            if d.payload[0] == b'P' && !ack_poison {
+                q.nack("default", d.receipt, Duration::ZERO).await.expect("nack");
+            } else {
+                q.ack("default", d.receipt).await.expect("ack");
+                assert!(
+                    acked.insert(d.receipt.id.0),
+                    "the drain acknowledged {} twice",
+                    d.receipt.id
+                );
+            }
+        }
     }
 }
 
-fn queue_child(dir: &Path) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    runtime.block_on(async {
-        let q = Queue::open(crash_config(dir), Arc::new(girder_core::SystemClock)).expect("open");
-        let mut tasks = tokio::task::JoinSet::new();
-        for producer in 0..2u64 {
-            let q = q.clone();
-            tasks.spawn(async move {
-                for seq in 0u64.. {
-                    let id = q
-                        .enqueue((producer << 40 | seq).to_le_bytes().to_vec())
-                        .await
-                        .expect("enqueue");
-                    println!("ENQ {}", id.0);
+/// Two producers enqueue (every tenth message poison), two consumers acknowledge good
+/// messages and nack poison, until the process is killed.
+async fn queue_child<Q: MessageQueue + Clone + 'static>(q: Q) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for producer in 0..2u64 {
+        let q = q.clone();
+        tasks.spawn(async move {
+            for seq in 0u64.. {
+                let poison = seq % 10 == 3;
+                let mut payload = vec![if poison { b'P' } else { b'M' }];
+                payload.extend_from_slice(&(producer << 40 | seq).to_le_bytes());
+                let id = q.enqueue(payload).await.expect("enqueue");
+                println!("{} {}", if poison { "ENQP" } else { "ENQ" }, id.0);
+            }
+        });
+    }
+    for _ in 0..2 {
+        let q = q.clone();
+        tasks.spawn(async move {
+            loop {
+                let got = q.dequeue("default", 8, None).await.expect("dequeue");
+                if got.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-            });
-        }
-        for _ in 0..2 {
-            let q = q.clone();
-            tasks.spawn(async move {
-                loop {
-                    let got = q.dequeue("default", 8, None).await.expect("dequeue");
-                    if got.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                for d in got {
+                    if d.payload[0] == b'P' {
+                        let _ = q.nack("default", d.receipt, Duration::ZERO).await;
+                        continue;
                     }
-                    for d in got {
-                        println!("ACKING {}", d.receipt.id.0);
-                        if q.ack("default", d.receipt).await.is_ok() {
-                            println!("ACK {}", d.receipt.id.0);
-                        }
+                    println!("ACKING {}", d.receipt.id.0);
+                    if q.ack("default", d.receipt).await.is_ok() {
+                        println!("ACK {}", d.receipt.id.0);
                     }
                 }
-            });
-        }
-        while tasks.join_next().await.is_some() {}
-    });
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
