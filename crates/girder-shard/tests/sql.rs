@@ -638,6 +638,46 @@ async fn a_copy_racing_a_delete_never_resurrects_the_row() {
     }
 }
 
+/// An addition whose future is dropped mid-copy changes nothing: writes of the keys it
+/// was moving go on (to their old owner only), and a later addition succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_addition_is_abandoned() {
+    for dbs in engines(4, "a_dropped_addition_is_abandoned").await {
+        let engine = dbs[0].engine();
+        let (sharded, spare) = open(&dbs, 2).await;
+        let sharded = Arc::new(sharded);
+        let mut model = fill(&sharded, 200).await;
+        let (read, mut batches) = tokio::sync::mpsc::unbounded_channel();
+        let table = Arc::new(Pausing { inner: kv(), read, go: tokio::sync::Semaphore::new(0) });
+        let adding = {
+            let (sharded, table, new_db) = (sharded.clone(), table.clone(), spare[0].clone());
+            tokio::spawn(async move {
+                let map = JumpHash::new(3).expect("map");
+                let config = ReshardConfig::default();
+                sharded.add_shard(ShardId(2), new_db, map, table.as_ref(), config).await
+            })
+        };
+        let batch = batches.recv().await.expect("a batch was read");
+        adding.abort();
+        assert!(adding.await.is_err_and(|e| e.is_cancelled()), "{engine}");
+        for key in &batch {
+            put(&sharded, key, "after").await;
+            model.insert(key.clone(), "after".to_owned());
+            let abandoned = kv().get(&spare[0], key).await.expect("get");
+            assert_eq!(abandoned, None, "{engine}: {key} written to the abandoned shard");
+        }
+        let map = JumpHash::new(3).expect("map");
+        let config = ReshardConfig::default();
+        sharded.add_shard(ShardId(2), spare[1].clone(), map, &kv(), config).await.expect("added");
+        for (key, value) in &model {
+            assert_eq!(get(&sharded, key).await.as_ref(), Some(value), "{engine}: {key}");
+        }
+        assert_eq!(row_count(&sharded).await, model.len() as i64, "{engine}");
+        sharded.close().await;
+        drop_all(dbs).await;
+    }
+}
+
 async fn fill(sharded: &ShardedDb<JumpHash>, n: usize) -> BTreeMap<String, String> {
     let mut model = BTreeMap::new();
     for i in 0..n {

@@ -79,11 +79,15 @@
 //!   [`AddShardError::Cleanup`]; reads and pages are unaffected (foreign rows are never
 //!   read and are dropped from pages). [`super::ShardedDb::retry_cleanup`] finishes it;
 //!   the next addition is refused until then.
+//! - An addition whose future is dropped before its switch is abandoned: dual writes
+//!   stop at once (the old owners never stopped being authoritative) and the next
+//!   addition replaces the move. Dropped during cleanup, it leaves the cleanup pending.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::error::Error;
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use girder_sql::Db;
@@ -223,15 +227,24 @@ pub(super) struct Moving<M> {
     stripes: Box<[Mutex<()>]>,
     /// The first new owner a dual write failed on.
     diverged: OnceLock<ShardId>,
+    /// Set when the addition's future was dropped before its switch: writes go to the
+    /// old owner only.
+    dropped: Arc<AtomicBool>,
+}
+
+/// Marks a move dropped unless the addition reaches its switch.
+struct DropGuard(Arc<AtomicBool>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl<M: ShardMap> Moving<M> {
-    fn new(next: Router<M, Db>, stripes: usize) -> Self {
-        Self {
-            next,
-            stripes: (0..stripes).map(|_| Mutex::new(())).collect(),
-            diverged: OnceLock::new(),
-        }
+    fn new(next: Router<M, Db>, stripes: usize, dropped: Arc<AtomicBool>) -> Self {
+        let stripes = (0..stripes).map(|_| Mutex::new(())).collect();
+        Self { next, stripes, diverged: OnceLock::new(), dropped }
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
@@ -264,7 +277,7 @@ impl<M: ShardMap> Moving<M> {
         Fut: Future<Output = Result<T, E>>,
     {
         let (next_owner, next_db) = self.next.route(key)?;
-        if next_owner == owner {
+        if next_owner == owner || self.dropped.load(Ordering::Relaxed) {
             return statement(owner_db.clone()).await.map_err(QueryError::on(owner));
         }
         let _lock = self.stripes[self.stripe(key)].lock().await;
@@ -333,6 +346,7 @@ impl<M: ShardMap + Send + Sync> ShardedDb<M> {
 
         // 2. Dual writes: hand-over 1.
         let started = Instant::now();
+        let guard = DropGuard(Arc::new(AtomicBool::new(false)));
         {
             let mut placement = self.placement.write().await;
             let backends = placement
@@ -341,7 +355,7 @@ impl<M: ShardMap + Send + Sync> ShardedDb<M> {
                 .map(|(id, db)| (id, db.clone()))
                 .chain(std::iter::once((shard, db)));
             let next = Router::new(next_map, backends).map_err(AddShardError::Map)?;
-            placement.moving = Some(Moving::new(next, config.lock_stripes));
+            placement.moving = Some(Moving::new(next, config.lock_stripes, guard.0.clone()));
         }
 
         // 3. Copy.
@@ -367,6 +381,8 @@ impl<M: ShardMap + Send + Sync> ShardedDb<M> {
             }
         }?;
         let switch_wait = waiting.elapsed();
+        // Switched or abandoned: `moving` is gone, and the guard has nothing to stop.
+        drop(guard);
 
         // 5. Cleanup.
         resharding.cleanup_pending = true;
