@@ -34,6 +34,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct Context {
     /// The one system-of-record pool of this instance, shared by every system.
     pub db: girder_sql::Db,
+    /// Reads routed to PostgreSQL streaming replicas when the server has some
+    /// (`--database-replica-url`), with read-your-writes through write tokens; with
+    /// none (and always on SQLite) every read it routes goes to `db`. Writes go to
+    /// `db`.
+    pub reads: girder_sql::replica::ReadRouter,
     /// Redis, when configured: the shared cache layer, rate-limit state, cross-instance
     /// invalidation. `None`: everything stays in process.
     pub redis_url: Option<String>,
@@ -80,12 +85,13 @@ pub const SERVER_PATHS: &[&str] = &[
 ];
 
 impl Context {
-    /// A context on `db` with every clock reading `clock`, no Redis, no NATS,
+    /// A context on `db` with every clock reading `clock`, no replicas, no Redis, no NATS,
     /// `./girder-data` as the data directory and `http://127.0.0.1:8080` as the public
     /// origin: for tests and for embedding one system in another program.
     #[must_use]
     pub fn new(db: girder_sql::Db, clock: Arc<dyn Clock>) -> Self {
         Self {
+            reads: girder_sql::replica::ReadRouter::primary_only(db.clone()),
             db,
             redis_url: None,
             coarse_clock: Arc::clone(&clock),
@@ -108,6 +114,12 @@ impl Context {
         Self { nats_url: Some(url.into()), ..self }
     }
 
+    /// The same context with reads routed by `reads` (whose primary should be `db`).
+    #[must_use]
+    pub fn with_reads(self, reads: girder_sql::replica::ReadRouter) -> Self {
+        Self { reads, ..self }
+    }
+
     /// The same context with Redis at `url`.
     #[must_use]
     pub fn with_redis(self, url: impl Into<String>) -> Self {
@@ -119,6 +131,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("db", &self.db.engine())
+            .field("replicas", &self.reads.replicas().len())
             .field("redis", &self.redis_url.is_some())
             .field("nats", &self.nats_url.is_some())
             .field("data_dir", &self.data_dir)

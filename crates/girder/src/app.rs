@@ -33,6 +33,8 @@ pub struct Systems {
     ratelimit: Option<RateLimitLayer>,
     /// The one pool every system shares.
     db: girder_sql::Db,
+    /// Reads routed to the database's replicas, if it has any.
+    reads: girder_sql::replica::ReadRouter,
 }
 
 impl std::fmt::Debug for Systems {
@@ -73,6 +75,13 @@ impl Systems {
             .await
             .context("opening the database")?;
         girder_sql::migrate::run(&db, girder_sql::migrate::server()).await?;
+        let reads = girder_sql::replica::ReadRouter::connect(
+            db.clone(),
+            &config.replica_urls,
+            config.replica,
+        )
+        .await
+        .context("the read replicas")?;
         // One signing key for every instance sharing the database.
         let key = girder_sql::shared_key::<32>(
             &db,
@@ -90,6 +99,7 @@ impl Systems {
         let auth = girder_http::auth::Auth::new(tokens, operators, Arc::clone(&clock));
         let context = SystemContext {
             db: db.clone(),
+            reads: reads.clone(),
             redis_url: config.redis_url.clone(),
             clock,
             coarse_clock: Arc::clone(&coarse_clock),
@@ -120,7 +130,7 @@ impl Systems {
         }
         .transpose()
         .context("rate limits")?;
-        Ok(Self { running: running.into(), auth, ratelimit, db })
+        Ok(Self { running: running.into(), auth, ratelimit, db, reads })
     }
 
     /// The running system of type `S`, if it is in the list.
@@ -147,6 +157,12 @@ impl Systems {
         &self.db
     }
 
+    /// The read router over the pool and its replicas.
+    #[must_use]
+    pub const fn reads(&self) -> &girder_sql::replica::ReadRouter {
+        &self.reads
+    }
+
     /// Re-reads the rule files: the middleware's and every system's. A bad file leaves
     /// its old rules in place.
     ///
@@ -164,8 +180,9 @@ impl Systems {
         Ok(())
     }
 
-    /// Closes the pool, waiting for statements in flight.
+    /// Closes the pool and the replicas' pools, waiting for statements in flight.
     pub async fn close(&self) {
+        self.reads.close_replicas().await;
         self.db.close().await;
     }
 }

@@ -39,6 +39,24 @@ pub struct ServeSettings {
     /// lock), in ms (100–600,000) [default: 10000].
     #[arg(long, env = "GIRDER_DB_ACQUIRE_TIMEOUT_MS", help_heading = "Engines")]
     pub db_acquire_timeout_ms: Option<u64>,
+    /// A PostgreSQL streaming replica of the database to send reads to; repeat the
+    /// flag for several (comma-separated in the environment, a list in TOML). Needs
+    /// a postgres:// database [default: none].
+    #[arg(
+        long = "database-replica-url",
+        env = "GIRDER_DATABASE_REPLICA_URLS",
+        value_delimiter = ',',
+        help_heading = "Engines"
+    )]
+    #[serde(rename = "database_replica_urls")]
+    pub database_replica_url: Option<Vec<String>>,
+    /// Connections this instance holds to each replica (1–1024) [default: 4].
+    #[arg(long, env = "GIRDER_DB_REPLICA_MAX_CONNECTIONS", help_heading = "Engines")]
+    pub db_replica_max_connections: Option<u32>,
+    /// How long a read after a write waits for a replica to replay it before going
+    /// to the primary, in ms (0–60,000) [default: 50].
+    #[arg(long, env = "GIRDER_DB_READ_YOUR_WRITES_WAIT_MS", help_heading = "Engines")]
+    pub db_read_your_writes_wait_ms: Option<u64>,
     /// Redis, shared by every system: cache L2 and invalidation, rate-limit state,
     /// shared rule edits (off if unset: everything stays in process).
     #[arg(long, env = "GIRDER_REDIS_URL", help_heading = "Engines")]
@@ -140,6 +158,10 @@ pub struct Config {
     pub database_url: String,
     /// The one pool.
     pub pool: girder_sql::PoolConfig,
+    /// Streaming replicas of the database that reads may go to.
+    pub replica_urls: Vec<String>,
+    /// How replicas are pooled, probed and waited for.
+    pub replica: girder_sql::replica::ReplicaConfig,
     /// Redis, shared by every system.
     pub redis_url: Option<String>,
     /// NATS, shared by every system.
@@ -194,6 +216,13 @@ impl ServeSettings {
             database_url: self.database_url.or(other.database_url),
             db_max_connections: self.db_max_connections.or(other.db_max_connections),
             db_acquire_timeout_ms: self.db_acquire_timeout_ms.or(other.db_acquire_timeout_ms),
+            database_replica_url: self.database_replica_url.or(other.database_replica_url),
+            db_replica_max_connections: self
+                .db_replica_max_connections
+                .or(other.db_replica_max_connections),
+            db_read_your_writes_wait_ms: self
+                .db_read_your_writes_wait_ms
+                .or(other.db_read_your_writes_wait_ms),
             redis_url: self.redis_url.or(other.redis_url),
             nats_url: self.nats_url.or(other.nats_url),
             public_url: self.public_url.or(other.public_url),
@@ -226,6 +255,19 @@ impl ServeSettings {
         if !(100..=600_000).contains(&acquire_timeout_ms) {
             bail!("db_acquire_timeout_ms must be 100..=600000, got {acquire_timeout_ms}");
         }
+        let replica_urls = self.database_replica_url.unwrap_or_default();
+        if !replica_urls.is_empty() && database_url.starts_with("sqlite:") {
+            bail!("database_replica_urls need a postgres:// database_url (SQLite has no replicas)");
+        }
+        let defaults = girder_sql::replica::ReplicaConfig::default();
+        let replica = girder_sql::replica::ReplicaConfig {
+            max_connections: self.db_replica_max_connections.unwrap_or(defaults.max_connections),
+            read_your_writes_wait_ms: self
+                .db_read_your_writes_wait_ms
+                .unwrap_or(defaults.read_your_writes_wait_ms),
+            ..defaults
+        };
+        replica.validate()?;
         let body_bytes_max = self.body_bytes_max.unwrap_or(16 * 1024);
         if !(256..=64 * 1024 * 1024).contains(&body_bytes_max) {
             bail!("body_bytes_max must be 256..=67108864, got {body_bytes_max}");
@@ -256,6 +298,8 @@ impl ServeSettings {
             data_dir,
             database_url,
             pool: girder_sql::PoolConfig { max_connections, acquire_timeout_ms },
+            replica_urls,
+            replica,
             redis_url: self.redis_url,
             nats_url: self.nats_url,
             public_url,
@@ -370,6 +414,43 @@ mod tests {
         check(&[], Some("bind = \"not an address\""), "invalid");
         check(&[], Some("id_batch_size = 5"), "`id_batch_size` has moved");
         check(&[], Some("cache_ttl_ms = 5"), "under `[bitly]`");
+    }
+
+    #[test]
+    fn replicas_come_from_flags_env_lists_or_toml() {
+        let pg = ["--database-url", "postgres://p@127.0.0.1/g"];
+        let none = from_args(&pg, None).expect("valid");
+        assert!(none.replica_urls.is_empty());
+        let flags = [
+            &pg[..],
+            &[
+                "--database-replica-url",
+                "postgres://r1/g",
+                "--database-replica-url",
+                "postgres://r2/g",
+            ],
+        ]
+        .concat();
+        let two = from_args(&flags, None).expect("valid");
+        assert_eq!(two.replica_urls, ["postgres://r1/g", "postgres://r2/g"]);
+        let listed = from_args(
+            &[&pg[..], &["--database-replica-url", "postgres://a/g,postgres://b/g"]].concat(),
+            None,
+        )
+        .expect("valid");
+        assert_eq!(listed.replica_urls, ["postgres://a/g", "postgres://b/g"]);
+        let toml = "database_url = \"postgres://p/g\"\ndatabase_replica_urls = [\"postgres://t/g\"]\n\
+                    db_replica_max_connections = 2\ndb_read_your_writes_wait_ms = 0";
+        let file = from_args(&[], Some(toml)).expect("valid");
+        assert_eq!(file.replica_urls, ["postgres://t/g"]);
+        assert_eq!(file.replica.max_connections, 2);
+        assert_eq!(file.replica.read_your_writes_wait_ms, 0);
+        let err =
+            from_args(&["--database-replica-url", "postgres://r/g"], None).expect_err("sqlite");
+        assert!(format!("{err:#}").contains("SQLite has no replicas"), "{err:#}");
+        let err = from_args(&[&pg[..], &["--db-replica-max-connections", "0"]].concat(), None)
+            .expect_err("range");
+        assert!(format!("{err:#}").contains("max_connections"), "{err:#}");
     }
 
     #[test]

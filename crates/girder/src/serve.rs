@@ -45,6 +45,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let background: Vec<_> =
         systems.running().iter().map(|s| tokio::spawn(s.run(shutdown.clone()))).collect();
     let upkeep = tokio::spawn(crate::telemetry::run_upkeep(shutdown.clone().wait()));
+    // Replica health and lag, probed on an interval (nothing to do without replicas).
+    let replicas = {
+        let reads = systems.reads().clone();
+        let stop = shutdown.clone().wait();
+        tokio::spawn(async move { reads.monitor(stop).await })
+    };
     // Every system's Idempotency-Key records share one table; one sweep keeps it small.
     let records =
         girder_http::idempotency::Idempotency::new(systems.db().clone(), Arc::clone(&clock));
@@ -67,6 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // In-flight requests have drained; now let background work finish its last flush.
     stop.fire();
     let _ = upkeep.await;
+    let _ = replicas.await;
     let _ = purge.await;
     let _ = reloads.await;
     let joined = async {
