@@ -235,5 +235,14 @@ async fn shard_quick_run_moves_few_keys_with_every_consistent_scheme() {
             assert!(*naive > consistent, "{} at {n} shards", s["name"]);
         }
     }
+    // The same join done for real, online: about K/5 keys moved to the fifth shard, and
+    // the experiment fails outright if a read missed a key meanwhile.
+    let online = &results["parameters"]["online_addition"];
+    let keys = online["keys"].as_f64().expect("keys");
+    let moved = online["keys_moved"].as_f64().expect("moved");
+    assert!((moved / (keys / 5.0) - 1.0).abs() < 0.1, "{online}");
+    assert!(online["reads_during"].as_u64().expect("reads") > 0, "{online}");
+    let findings = results["findings"].as_array().expect("findings");
+    assert!(findings.iter().any(|f| f.as_str().is_some_and(|f| f.contains("online"))));
     assert!(std::fs::read_to_string(dir.join("plot.svg")).expect("plot").contains("</svg>"));
 }

@@ -11,8 +11,16 @@
 //! tests, so the movement and load columns are the same in every run. Lookups per
 //! second are a timed loop over 4,096 pre-hashed keys (they stay in L1, as in the
 //! criterion bench `girder-bench --bench shard`), the best of three.
+//!
+//! Then the same join done for real: a fifth SQLite shard added online to four
+//! holding the sample's keys, through girder-shard's `ShardedDb`, while a writer and a
+//! reader run — rows moved against `K/5`, and how long the copy, the switch and the
+//! cleanup took.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -22,6 +30,9 @@ use girder_shard::hash::measure::{
 use girder_shard::hash::{
     DEFAULT_VNODES_PER_SHARD, JumpHash, Rendezvous, Ring, RingConfig, ShardId, ShardMap,
 };
+use girder_shard::sql::{AddReport, KvTable, ReshardConfig, ShardedDb};
+use girder_sql::{Db, PoolConfig, on_db};
+use rand::Rng as _;
 use serde_json::json;
 
 use super::{LabContext, Plot, Report, Series};
@@ -41,6 +52,12 @@ const LOOKUP_BATCH: u64 = 4096;
 /// Timed runs per lookup measurement; the fastest is kept, since on a shared machine
 /// interference only ever slows a run down.
 const LOOKUP_RUNS: u32 = 3;
+
+/// SQLite shards holding the keys before the online addition adds one more.
+const ONLINE_SHARDS: u32 = 4;
+
+/// Keys loaded per transaction before the online addition.
+const LOAD_CHUNK: usize = 500;
 
 /// Virtual nodes of the second ring: few points per shard, to show what the default
 /// 256 buys in evenness.
@@ -288,6 +305,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         }
     }
 
+    ctx.phase("adding a SQLite shard online", 1);
+    let online = online_addition(key_count).await?;
+    ctx.progress.inc(1);
+
     let (first_n, last_n) = (shard_counts[0], shard_counts[shard_counts.len() - 1]);
     let reference = REFERENCE_SHARDS;
     let columns: Vec<String> = vec![
@@ -325,7 +346,8 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         rows.push(row);
     }
 
-    let findings = findings(&measured, reference, (first_n, last_n), key_count)?;
+    let mut findings = findings(&measured, reference, (first_n, last_n), key_count)?;
+    findings.push(online.finding());
 
     let mut series: Vec<Series> = measured
         .iter()
@@ -359,6 +381,19 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             "lookup_batch_keys": LOOKUP_BATCH,
             "lookup_run_ms": span.as_millis(),
             "lookup_runs_best_of": LOOKUP_RUNS,
+            "online_addition": {
+                "engine": "sqlite",
+                "shards_before": ONLINE_SHARDS,
+                "keys": key_count,
+                "batch_keys": ReshardConfig::default().batch_keys,
+                "traffic": "one writer and one reader, random keys, throughout",
+                "keys_moved": online.report.keys_moved,
+                "copy_ms": online.report.copy_time.as_secs_f64() * 1e3,
+                "switch_wait_ms": online.report.switch_wait.as_secs_f64() * 1e3,
+                "cleanup_ms": online.report.cleanup_time.as_secs_f64() * 1e3,
+                "reads_during": online.reads,
+                "writes_during": online.writes,
+            },
         }),
         columns,
         rows,
@@ -474,4 +509,135 @@ fn findings(
         LOOKUP_SHARDS[1] / LOOKUP_SHARDS[0],
     ));
     Ok(findings)
+}
+
+/// What adding a SQLite shard online took.
+struct Online {
+    keys: u64,
+    report: AddReport,
+    reads: u64,
+    writes: u64,
+}
+
+impl Online {
+    fn finding(&self) -> String {
+        let ideal = self.keys as f64 / f64::from(ONLINE_SHARDS + 1);
+        let copy_s = self.report.copy_time.as_secs_f64();
+        format!(
+            "Adding shard {} online to {ONLINE_SHARDS} SQLite shards holding {} keys (jump \
+             hash, girder-shard's ShardedDb, batches of {}), with a writer and a reader \
+             running throughout: {} keys moved, {:.3}× the ideal K/{}; the copy took {:.0} \
+             ms ({:.0} rows/s), the switch waited {:.2} ms for calls in flight, the cleanup \
+             {:.0} ms; {} reads and {} writes ran meanwhile and no read missed a key.",
+            ONLINE_SHARDS + 1,
+            self.keys,
+            ReshardConfig::default().batch_keys,
+            self.report.keys_moved,
+            self.report.keys_moved as f64 / ideal,
+            ONLINE_SHARDS + 1,
+            copy_s * 1e3,
+            self.report.rows_copied as f64 / copy_s.max(1e-9),
+            self.report.switch_wait.as_secs_f64() * 1e3,
+            self.report.cleanup_time.as_secs_f64() * 1e3,
+            self.reads,
+            self.writes,
+        )
+    }
+}
+
+/// Loads `keys` keys onto [`ONLINE_SHARDS`] SQLite shards, then adds one more online
+/// while a writer updates random keys and a reader reads them (every key stays
+/// present, so a read that finds none is an error).
+async fn online_addition(keys: u64) -> anyhow::Result<Online> {
+    let dir = tempfile::tempdir()?;
+    let url = |i: u32| format!("sqlite:{}", dir.path().join(format!("shard-{i}.db")).display());
+    let kv = KvTable::new("lab_kv")?;
+    let map = JumpHash::new(ONLINE_SHARDS)?;
+    let urls = (0..ONLINE_SHARDS).map(|i| (ShardId(i), url(i)));
+    let sharded = Arc::new(ShardedDb::open(map, urls, PoolConfig::default(), kv.schema()).await?);
+
+    let name = |i: u64| format!("key{i:08}");
+    let router = sharded.router().await;
+    let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
+    for i in 0..keys {
+        by_shard.entry(router.map().shard_of(name(i).as_bytes())).or_default().push(name(i));
+    }
+    for (shard, names) in by_shard {
+        let db = router.backend(shard).context("every shard has a database")?;
+        for chunk in names.chunks(LOAD_CHUNK) {
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(${}, '0')", i + 1)).collect();
+            let sql = format!("INSERT INTO lab_kv (k, v) VALUES {}", values.join(", "));
+            on_db!(db, |pool| {
+                let mut query = sqlx::query(&sql);
+                for k in chunk {
+                    query = query.bind(k);
+                }
+                query.execute(pool).await.map(drop)
+            })?;
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, writes, missing) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writer = {
+        let (sharded, kv, stop, writes) =
+            (sharded.clone(), kv.clone(), stop.clone(), writes.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = name(rand::rng().random_range(0..keys));
+                n += 1;
+                let value = n.to_string();
+                let (key, value) = (key.as_str(), value.as_str());
+                sharded
+                    .write(key.as_bytes(), |db| {
+                        let kv = kv.clone();
+                        async move { kv.put(&db, key, value).await }
+                    })
+                    .await?;
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        })
+    };
+    let reader = {
+        let (sharded, kv, stop) = (sharded.clone(), kv.clone(), stop.clone());
+        let (reads, missing) = (reads.clone(), missing.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let key = name(rand::rng().random_range(0..keys));
+                let kv = kv.clone();
+                let key = key.as_str();
+                let got = sharded.read(key.as_bytes(), |db| async move { kv.get(&db, key).await });
+                if got.await?.is_none() {
+                    missing.fetch_add(1, Ordering::Relaxed);
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    let added = async {
+        let new_db = Db::connect(&url(ONLINE_SHARDS), PoolConfig::default()).await?;
+        let next = JumpHash::new(ONLINE_SHARDS + 1)?;
+        let config = ReshardConfig::default();
+        anyhow::Ok(sharded.add_shard(ShardId(ONLINE_SHARDS), new_db, next, &kv, config).await?)
+    }
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await??;
+    reader.await??;
+    let report = added?;
+    sharded.close().await;
+    let missing = missing.load(Ordering::Relaxed);
+    anyhow::ensure!(missing == 0, "{missing} reads missed a key during the online addition");
+    Ok(Online {
+        keys,
+        report,
+        reads: reads.load(Ordering::Relaxed),
+        writes: writes.load(Ordering::Relaxed),
+    })
 }
