@@ -112,8 +112,16 @@ impl Page {
         found.unwrap_or_else(|e| panic!("no element matches {css}: {e}"))
     }
 
+    /// Clicks the element `css` selects; if the page redrew it between the find and
+    /// the click (a stale element), finds it again.
     async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect("click");
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(_) => return,
+                Err(e) => assert!(Instant::now() < deadline, "{css} never took a click: {e}"),
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {
@@ -123,6 +131,22 @@ impl Page {
     async fn prop(&self, css: &str, name: &str) -> String {
         let value = self.find(css).await.prop(name).await.expect("property");
         value.unwrap_or_else(|| panic!("{css} has no {name}"))
+    }
+
+    /// Waits until no element `css` selects has `text` in its text.
+    async fn gone(&self, css: &str, text: &str) {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            let mut present = false;
+            for element in self.client.find_all(Locator::Css(css)).await.expect("find") {
+                present |= element.text().await.is_ok_and(|t| t.contains(text));
+            }
+            if !present {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} still shows {text:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Ends the browser session; chromedriver and the server die as the rest drops.
@@ -256,5 +280,45 @@ async fn a_burst_on_the_rate_limiter_page_shows_rejections() {
     page.find("#rules tr[data-rule='demo'] td:nth-child(6):not([data-total='0'])").await;
     let result = page.prop("#result", "innerText").await;
     assert!(result.contains("RateLimit:"), "{result}");
+    page.close().await;
+}
+
+/// The News Feed page: demo authors appear, following one brings their posts into the
+/// feed (backfilled by the fan-out workers, marked `push`), an own post shows at the
+/// top and leaves when deleted, and the queue panel shows the fan-out queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_post_and_delete_on_the_news_feed_page() {
+    if !browser_available("follow_post_and_delete_on_the_news_feed_page") {
+        return;
+    }
+    let page = Page::open().await;
+
+    page.goto("/dashboard/newsfeed").await;
+    page.click("#demo").await;
+    page.click("#users tr[data-user^='demo-'] button").await;
+    page.find("#feed tr[data-source='push']").await;
+    page.type_into("#body", "hello from the browser").await;
+    page.click("#post button").await;
+    // The own post arrives through the fan-out workers, at the top.
+    let xpath =
+        "//tbody[@id='feed']/tr[1][@data-source='push'][contains(., 'hello from the browser')]";
+    // The feed is redrawn while the post arrives: a row found may be replaced before
+    // the click lands, so find and click again until one click holds.
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+        let top = found.unwrap_or_else(|e| panic!("the post is not at the top of the feed: {e}"));
+        let clicked = match top.find(Locator::Css("button")).await {
+            Ok(button) => button.click().await,
+            Err(e) => Err(e),
+        };
+        if clicked.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the delete button never took a click: {clicked:?}");
+    }
+    page.gone("#feed tr", "hello from the browser").await;
+    let queue = page.prop("#q-threshold", "innerText").await;
+    assert_eq!(queue, "1000", "the queue panel shows the push threshold");
     page.close().await;
 }

@@ -4,6 +4,7 @@
 
 mod cache;
 mod contention;
+mod fanout;
 mod ids;
 mod ratelimit;
 pub mod report;
@@ -77,6 +78,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "contention",
         summary: "one booking workload under naive read-then-write, leases, optimistic versions, row locks and reservations: throughput, p99, retries, aborts, double-bookings",
         run: |ctx| Box::pin(contention::run(ctx)),
+    },
+    Experiment {
+        name: "fanout",
+        summary: "news feed on a power-law follower graph: write amplification, fan-out lag and feed-read p50/p99 for push, pull and hybrid at several thresholds; the best threshold",
+        run: |ctx| Box::pin(fanout::run(ctx)),
     },
     Experiment {
         name: "ids",

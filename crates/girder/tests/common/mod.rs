@@ -28,6 +28,13 @@ pub async fn app_with(db: &TestDb, clock: Arc<dyn Clock>, flags: &[&str]) -> (Ap
         "--db-max-connections",
         "8",
     ];
+    // Each in-process instance keeps its embedded data (queues) in a directory of its
+    // own, kept for the rest of the test process.
+    let data_dir = Box::leak(Box::new(tempfile::tempdir().expect("data dir")));
+    let data_dir = data_dir.path().to_str().expect("utf-8 temp path").to_owned();
+    if !flags.contains(&"--data-dir") {
+        args.extend(["--data-dir", Box::leak(data_dir.into_boxed_str())]);
+    }
     args.extend_from_slice(flags);
     let config = girder::config::from_args(&args, None).expect("valid settings");
     let systems = Systems::open(&config, clock).await.expect("open systems");
