@@ -735,7 +735,7 @@ async fn queue_stats(
     State(feed): State<Arc<NewsFeed>>,
     _operator: Operator,
 ) -> Result<axum::Json<QueueView>> {
-    let stats = feed.jobs.queue().stats(crate::fanout::GROUP)?;
+    let stats = feed.jobs.stats().await?;
     let outstanding_posts = feed.graph.outstanding().await?;
     let shards = feed
         .feeds
@@ -769,7 +769,7 @@ async fn dead_letters(
     State(feed): State<Arc<NewsFeed>>,
     _operator: Operator,
 ) -> Result<axum::Json<Vec<DeadLetterView>>> {
-    let dead = feed.jobs.queue().dead_letters(crate::fanout::GROUP)?;
+    let dead = feed.jobs.dead_letters().await?;
     Ok(axum::Json(
         dead.into_iter()
             .map(|d| DeadLetterView {
@@ -802,12 +802,11 @@ async fn redrive(
     _operator: Operator,
     Path(id): Path<u64>,
 ) -> Result<StatusCode> {
-    let queue = feed.jobs.queue();
-    let known = queue.dead_letters(crate::fanout::GROUP)?.iter().any(|d| d.id.0 == id);
+    let known = feed.jobs.dead_letters().await?.iter().any(|d| d.id.0 == id);
     if !known {
         return Err(ErrorKind::UnknownDeadLetter(id));
     }
-    queue.redrive(crate::fanout::GROUP, girder_log::queue::MessageId(id)).await?;
+    feed.jobs.redrive(girder_log::queue::MessageId(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -22,7 +22,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use girder_log::queue::{Delivery, Queue, QueueError};
+use girder_log::queue::jetstream::JetStreamQueue;
+use girder_log::queue::{
+    DeadLetter, Delivery, GroupStats, MessageId, MessageQueue, Queue, QueueError, Receipt,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::feeds::FeedError;
@@ -105,26 +108,62 @@ pub enum JobError {
     Feed(#[from] FeedError),
 }
 
-/// The queue the jobs travel through. Embedded (a write-ahead log in the instance's
-/// data directory) by default.
+/// The queue the jobs travel through: embedded (a write-ahead log in the instance's
+/// data directory, drained by this instance's workers) by default, or NATS JetStream
+/// (one queue shared by every instance's workers) when the server has NATS.
 #[derive(Clone)]
 pub struct Jobs {
-    queue: Arc<Queue>,
+    backend: Backend,
     /// Wakes idle workers when this instance enqueues.
     notify: Arc<tokio::sync::Notify>,
 }
 
+#[derive(Clone)]
+enum Backend {
+    Embedded(Arc<Queue>),
+    JetStream(Arc<JetStreamQueue>),
+}
+
+/// Runs one `MessageQueue` call on whichever backend is configured.
+macro_rules! on_queue {
+    ($backend:expr, |$q:ident| $body:expr) => {
+        match $backend {
+            Backend::Embedded($q) => $body,
+            Backend::JetStream($q) => $body,
+        }
+    };
+}
+
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jobs").finish_non_exhaustive()
+        f.debug_struct("Jobs").field("backend", &self.backend_name()).finish_non_exhaustive()
     }
 }
 
 impl Jobs {
-    /// Jobs on `queue`.
+    /// Jobs on the embedded `queue`.
     #[must_use]
-    pub fn new(queue: Queue) -> Self {
-        Self { queue: Arc::new(queue), notify: Arc::new(tokio::sync::Notify::new()) }
+    pub fn embedded(queue: Queue) -> Self {
+        Self::with(Backend::Embedded(Arc::new(queue)))
+    }
+
+    /// Jobs on a JetStream queue shared by every instance.
+    #[must_use]
+    pub fn jetstream(queue: JetStreamQueue) -> Self {
+        Self::with(Backend::JetStream(Arc::new(queue)))
+    }
+
+    fn with(backend: Backend) -> Self {
+        Self { backend, notify: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// `embedded` or `jetstream`.
+    #[must_use]
+    pub const fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::JetStream(_) => "jetstream",
+        }
     }
 
     /// Enqueues `job`; returns once it is durable.
@@ -132,7 +171,7 @@ impl Jobs {
     /// # Errors
     /// The queue failed.
     pub async fn push(&self, job: &Job) -> Result<(), QueueError> {
-        self.queue.enqueue(job.encode()).await?;
+        on_queue!(&self.backend, |q| q.enqueue(job.encode()).await)?;
         metrics::counter!("girder_newsfeed_jobs_enqueued_total", "job" => job.kind()).increment(1);
         self.notify.notify_waiters();
         Ok(())
@@ -147,17 +186,52 @@ impl Jobs {
         max: usize,
         visibility: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        self.queue.dequeue(GROUP, max, Some(visibility)).await
+        on_queue!(&self.backend, |q| q.dequeue(GROUP, max, Some(visibility)).await)
+    }
+
+    /// Marks a delivery done.
+    ///
+    /// # Errors
+    /// The receipt is stale (the job went to another worker), or the queue failed.
+    pub async fn ack(&self, receipt: Receipt) -> Result<(), QueueError> {
+        on_queue!(&self.backend, |q| q.ack(GROUP, receipt).await)
+    }
+
+    /// Gives a delivery back, visible again after `delay` (or dead-lettered after its
+    /// last delivery).
+    ///
+    /// # Errors
+    /// As [`Jobs::ack`].
+    pub async fn nack(&self, receipt: Receipt, delay: Duration) -> Result<(), QueueError> {
+        on_queue!(&self.backend, |q| q.nack(GROUP, receipt, delay).await)
+    }
+
+    /// Ready, in-flight and dead jobs.
+    ///
+    /// # Errors
+    /// The queue failed.
+    pub async fn stats(&self) -> Result<GroupStats, QueueError> {
+        on_queue!(&self.backend, |q| q.stats(GROUP).await)
+    }
+
+    /// Jobs that failed every delivery.
+    ///
+    /// # Errors
+    /// The queue failed.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        on_queue!(&self.backend, |q| q.dead_letters(GROUP).await)
+    }
+
+    /// Puts a dead letter back on the queue.
+    ///
+    /// # Errors
+    /// The queue failed (or has no such dead letter).
+    pub async fn redrive(&self, id: MessageId) -> Result<(), QueueError> {
+        on_queue!(&self.backend, |q| q.redrive(GROUP, id).await)
     }
 
     /// Waits until this instance enqueues something or `idle` passes.
     pub async fn idle(&self, idle: Duration) {
         let _ = tokio::time::timeout(idle, self.notify.notified()).await;
-    }
-
-    /// The queue underneath (acks, nacks, stats, dead letters, redrive).
-    #[must_use]
-    pub fn queue(&self) -> &Queue {
-        &self.queue
     }
 }

@@ -42,6 +42,7 @@ use std::time::Duration;
 use girder_cache::{Cache, CacheConfig, Loader, RedisL2};
 use girder_core::Clock;
 use girder_http::cursor::CursorCodec;
+use girder_log::queue::jetstream::{JetStreamConfig, JetStreamQueue};
 use girder_log::queue::{Queue, QueueConfig};
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 
@@ -95,6 +96,9 @@ pub struct NewsFeedConfig {
     pub backfill_posts: u32,
     /// Lifetime of a cached first page, before jitter.
     pub first_page_ttl_ms: u64,
+    /// The queue's name on NATS JetStream (every instance of one deployment uses the
+    /// same); unused by the embedded queue.
+    pub queue_name: String,
     /// The page size the first-page cache holds (a first page of another size is
     /// read uncached).
     pub first_page_size: u32,
@@ -119,6 +123,7 @@ impl NewsFeedConfig {
             backfill_posts: 20,
             first_page_ttl_ms: 2_000,
             first_page_size: 20,
+            queue_name: "newsfeed".to_owned(),
         }
     }
 }
@@ -128,6 +133,9 @@ impl Default for NewsFeedConfig {
         Self::new()
     }
 }
+
+/// The largest job on the queue (a job names a post and two user ids).
+const JOB_BYTES_MAX: usize = 4_096;
 
 /// Loads a first page into the cache.
 struct FirstPageLoader {
@@ -235,7 +243,8 @@ pub enum FollowOutcome {
 
 impl NewsFeed {
     /// Opens News Feed on `context`: the graph on its pool, feed shards as
-    /// configured, the fan-out queue in `<data_dir>/newsfeed/queue`.
+    /// configured, the fan-out queue on NATS JetStream when `context` has NATS (one
+    /// queue every instance's workers drain), else in `<data_dir>/newsfeed/queue`.
     ///
     /// # Errors
     /// A store, a shard or the queue cannot be opened, or the cursor key is corrupt.
@@ -260,15 +269,31 @@ impl NewsFeed {
             if extra_shards.is_empty() { vec![context.db.clone()] } else { extra_shards.clone() };
         let feeds = Feeds::new(shard_dbs).map_err(OpenError::storage)?;
         feeds.migrate().await?;
-        let dir = context.data_dir.join("newsfeed").join("queue");
-        std::fs::create_dir_all(&dir).map_err(OpenError::storage)?;
-        let mut queue_config = QueueConfig::new(dir);
-        queue_config.groups = vec![fanout::GROUP.to_owned()];
-        queue_config.max_deliveries = config.max_deliveries;
-        queue_config.visibility = Duration::from_millis(config.visibility_ms);
-        queue_config.message_bytes_max = 4_096;
-        let queue =
-            Queue::open(queue_config, Arc::clone(&context.clock)).map_err(OpenError::storage)?;
+        let jobs = match context.nats_url.as_deref() {
+            None => {
+                let dir = context.data_dir.join("newsfeed").join("queue");
+                std::fs::create_dir_all(&dir).map_err(OpenError::storage)?;
+                let mut queue_config = QueueConfig::new(dir);
+                queue_config.groups = vec![fanout::GROUP.to_owned()];
+                queue_config.max_deliveries = config.max_deliveries;
+                queue_config.visibility = Duration::from_millis(config.visibility_ms);
+                queue_config.message_bytes_max = JOB_BYTES_MAX;
+                let queue = Queue::open(queue_config, Arc::clone(&context.clock))
+                    .map_err(OpenError::storage)?;
+                Jobs::embedded(queue)
+            }
+            Some(url) => {
+                let mut queue_config = JetStreamConfig::new(config.queue_name.clone());
+                queue_config.groups = vec![fanout::GROUP.to_owned()];
+                queue_config.max_deliveries = config.max_deliveries;
+                queue_config.visibility = Duration::from_millis(config.visibility_ms);
+                queue_config.message_bytes_max = JOB_BYTES_MAX;
+                let queue = JetStreamQueue::connect(url, queue_config, Arc::clone(&context.clock))
+                    .await
+                    .map_err(OpenError::storage)?;
+                Jobs::jetstream(queue)
+            }
+        };
         let loader = Arc::new(FirstPageLoader {
             graph: graph.clone(),
             feeds: feeds.clone(),
@@ -313,7 +338,7 @@ impl NewsFeed {
         Ok(Arc::new(Self {
             graph,
             feeds,
-            jobs: Jobs::new(queue),
+            jobs,
             first_pages,
             cursors: CursorCodec::new(key),
             clock,

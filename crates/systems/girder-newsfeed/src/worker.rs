@@ -62,14 +62,14 @@ async fn work(feed: Arc<NewsFeed>, shutdown: Shutdown) {
 }
 
 async fn handle(feed: &NewsFeed, delivery: Delivery) {
-    let queue = feed.jobs.queue();
+    let jobs = &feed.jobs;
     let receipt = delivery.receipt;
     let job = match Job::decode(&delivery.payload) {
         Ok(job) => job,
         Err(e) => {
             // Not a job: it dead-letters after its deliveries, for an operator to see.
             tracing::error!(error = &e as &dyn std::error::Error, id = %receipt.id, "newsfeed: undecodable job");
-            let _ = queue.nack(crate::fanout::GROUP, receipt, Duration::from_secs(1)).await;
+            let _ = jobs.nack(receipt, Duration::from_secs(1)).await;
             return;
         }
     };
@@ -82,7 +82,7 @@ async fn handle(feed: &NewsFeed, delivery: Delivery) {
     let result = match outcome {
         Ok(()) => {
             metrics::counter!("girder_newsfeed_jobs_done_total", "job" => job.kind()).increment(1);
-            queue.ack(crate::fanout::GROUP, receipt).await
+            jobs.ack(receipt).await
         }
         Err(e) => {
             metrics::counter!("girder_newsfeed_jobs_failed_total", "job" => job.kind())
@@ -94,7 +94,7 @@ async fn handle(feed: &NewsFeed, delivery: Delivery) {
                 "newsfeed: job failed; retrying"
             );
             let backoff = Duration::from_millis(100u64 << receipt.attempt.min(8));
-            queue.nack(crate::fanout::GROUP, receipt, backoff).await
+            jobs.nack(receipt, backoff).await
         }
     };
     if let Err(e) = result {

@@ -134,7 +134,7 @@ async fn drain(feed: &Arc<NewsFeed>) {
     let running = tokio::spawn(Arc::clone(feed).run(shutdown));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stats = feed.jobs().queue().stats(girder_newsfeed::fanout::GROUP).expect("stats");
+        let stats = feed.jobs().stats().await.expect("stats");
         let outstanding = feed.graph().outstanding().await.expect("outstanding");
         if stats.ready == 0 && stats.in_flight == 0 && outstanding == 0 {
             break;
@@ -423,6 +423,75 @@ async fn bad_input_gets_problems() {
     assert_eq!((status, v["body"].as_str()), (StatusCode::OK, Some("keep me")));
     let (status, q) = call(&i.router, "operator", "GET", "/queue", None).await;
     assert_eq!(status, StatusCode::OK, "{q}");
+}
+
+/// With NATS, the fan-out queue is one JetStream queue shared by every instance:
+/// posts taken by one instance are fanned out by another's workers.
+#[tokio::test]
+async fn with_nats_one_instance_posts_and_another_fans_out() {
+    let Some(nats) = girder_core::services::require(
+        girder_core::services::Service::Nats,
+        "with_nats_one_instance_posts_and_another_fans_out",
+    ) else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let queue = format!("nf-test-{}", std::process::id() ^ rand_suffix());
+    let open_shared = |dir: &std::path::Path| {
+        let (url, dir, queue, nats) =
+            (db.url().to_owned(), dir.to_owned(), queue.clone(), nats.clone());
+        async move {
+            let pool = Db::connect(&url, PoolConfig::default()).await.expect("database");
+            girder_sql::migrate::run(&pool, girder_sql::migrate::server())
+                .await
+                .expect("migrations");
+            girder_sql::migrate::run(&pool, girder_newsfeed::migrations())
+                .await
+                .expect("migrations");
+            let context =
+                Context::new(pool, Arc::new(SystemClock)).with_data_dir(dir).with_nats(nats);
+            let config =
+                NewsFeedConfig { queue_name: queue, visibility_ms: 2_000, ..NewsFeedConfig::new() };
+            NewsFeed::open_with(&context, config).await.expect("open newsfeed on NATS")
+        }
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let a = open_shared(dir_a.path()).await;
+    let b = open_shared(dir_b.path()).await;
+    assert_eq!(a.jobs().backend_name(), "jetstream");
+    for reader in ["r1", "r2", "r3"] {
+        a.touch(reader).await.expect("touch");
+    }
+    a.touch("writer").await.expect("touch");
+    for reader in ["r1", "r2", "r3"] {
+        a.follow(reader, "writer").await.expect("follow");
+    }
+    let mut posted = Vec::new();
+    for n in 0..10 {
+        posted.push(a.post("writer", &format!("p{n}")).await.expect("post").id);
+    }
+    // Only b's workers run.
+    drain(&b).await;
+    posted.reverse();
+    for reader in ["r1", "r2", "r3"] {
+        let page = a.feed(reader, Some(i64::MAX), 50).await.expect("feed");
+        let got: Vec<i64> = page.items.iter().map(|i| i.post.id).collect();
+        assert_eq!(got, posted, "{reader}");
+    }
+    assert_eq!(a.jobs().stats().await.expect("stats").ready, 0, "one queue: b drained a's jobs");
+    let mut config = girder_log::queue::jetstream::JetStreamConfig::new(queue);
+    config.groups = vec![girder_newsfeed::fanout::GROUP.to_owned()];
+    let leftover =
+        girder_log::queue::jetstream::JetStreamQueue::connect(&nats, config, Arc::new(SystemClock))
+            .await
+            .expect("the test's queue");
+    leftover.delete().await.expect("delete the test's streams");
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
 }
 
 // ---------------------------------------------------------------- two instances, SIGKILL
