@@ -16,6 +16,9 @@
 //!
 //! A result reaches its caller only after the sink returned it, so when the sink
 //! commits durably, every `Ok` is durable.
+//!
+//! For aggregates (counts, sums, latest values per key) where no caller waits on its
+//! write, [`coalesce`] merges values per key in memory and flushes the map instead.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +27,8 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+
+pub mod coalesce;
 
 /// Where batches go.
 pub trait Sink: Send + Sync + 'static {

@@ -7,7 +7,10 @@
 //!
 //! - [`batch`]: a batch writer ("Pattern: Write Batching & Buffering"): concurrent
 //!   submissions share one sink write (one transaction, one sync), each caller gets
-//!   its own item's result, with bounded waiting and a flush on close.
+//!   its own item's result, with bounded waiting and a flush on close; and
+//!   [`batch::coalesce`], a coalescing buffer for aggregates: values merged per key
+//!   in sharded maps (no channel, no await per add), the map flushed on time, on its
+//!   key count and on close, bounded, failed flushes put back.
 //!
 //! - [`queue`]: a durable queue on the WAL ("Pattern: Asynchronous Processing with
 //!   Message Queues"): visibility timeouts, receipts, nack with delay, dead letters
