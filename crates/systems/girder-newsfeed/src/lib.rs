@@ -44,12 +44,13 @@ use girder_core::Clock;
 use girder_http::cursor::CursorCodec;
 use girder_log::queue::jetstream::{JetStreamConfig, JetStreamQueue};
 use girder_log::queue::{Queue, QueueConfig};
+use girder_sql::replica::{ReadRouter, WriteToken};
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 
 use fanout::{Job, Jobs};
 use feeds::Feeds;
 use graph::{Fanout, FollowChange, Graph, GraphError, Post};
-use read::{Page, ReadError};
+use read::{GraphReads, Page, ReadError};
 
 pub use api::{
     DeadLetterView, ErrorKind, FeedItemView, FeedPage, FollowPage, FollowView, NewPostRequest,
@@ -140,6 +141,8 @@ const JOB_BYTES_MAX: usize = 4_096;
 /// Loads a first page into the cache.
 struct FirstPageLoader {
     graph: Graph,
+    reads: ReadRouter,
+    tokens: Arc<Tokens>,
     feeds: Feeds,
     size: u32,
 }
@@ -148,7 +151,52 @@ impl Loader<String, Page> for FirstPageLoader {
     type Error = ReadError;
 
     async fn load(&self, reader: &String) -> Result<Option<Page>, ReadError> {
-        read::page(&self.graph, &self.feeds, reader, 0, i64::MAX, self.size).await.map(Some)
+        let graph = GraphReads {
+            graph: self.graph.clone(),
+            router: self.reads.clone(),
+            token: self.tokens.get(reader),
+        };
+        read::page(&graph, &self.feeds, reader, 0, i64::MAX, self.size).await.map(Some)
+    }
+}
+
+/// Each user's last write on this instance, as a read-your-writes token for the
+/// replicas, kept for [`TOKEN_KEEP_MS`] (longer than any replica may lag before the
+/// router skips it).
+#[derive(Debug)]
+struct Tokens {
+    by_user:
+        parking_lot::Mutex<std::collections::HashMap<String, (WriteToken, std::time::Instant)>>,
+}
+
+/// How long a user's write token is kept.
+const TOKEN_KEEP_MS: u64 = 60_000;
+/// Tokens kept before old ones are pruned.
+const TOKENS_MAX: usize = 100_000;
+
+impl Tokens {
+    fn new() -> Self {
+        Self { by_user: parking_lot::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    fn get(&self, user: &str) -> Option<WriteToken> {
+        let keep = std::time::Duration::from_millis(TOKEN_KEEP_MS);
+        self.by_user.lock().get(user).filter(|(_, at)| at.elapsed() < keep).map(|(t, _)| *t)
+    }
+
+    fn record(&self, user: &str, token: WriteToken) {
+        let keep = std::time::Duration::from_millis(TOKEN_KEEP_MS);
+        let mut map = self.by_user.lock();
+        if map.len() >= TOKENS_MAX {
+            map.retain(|_, (_, at)| at.elapsed() < keep);
+        }
+        if map.len() < TOKENS_MAX || map.contains_key(user) {
+            let token = match map.get(user) {
+                Some((old, at)) if at.elapsed() < keep => old.later(token),
+                _ => token,
+            };
+            map.insert(user.to_owned(), (token, std::time::Instant::now()));
+        }
     }
 }
 
@@ -192,6 +240,8 @@ impl FirstPages {
 /// A running News Feed.
 pub struct NewsFeed {
     graph: Graph,
+    reads: ReadRouter,
+    tokens: Arc<Tokens>,
     feeds: Feeds,
     jobs: Jobs,
     first_pages: FirstPages,
@@ -294,8 +344,11 @@ impl NewsFeed {
                 Jobs::jetstream(queue)
             }
         };
+        let tokens = Arc::new(Tokens::new());
         let loader = Arc::new(FirstPageLoader {
             graph: graph.clone(),
+            reads: context.reads.clone(),
+            tokens: Arc::clone(&tokens),
             feeds: feeds.clone(),
             size: config.first_page_size,
         });
@@ -337,6 +390,8 @@ impl NewsFeed {
         .map_err(OpenError::storage)?;
         Ok(Arc::new(Self {
             graph,
+            reads: context.reads.clone(),
+            tokens,
             feeds,
             jobs,
             first_pages,
@@ -370,6 +425,23 @@ impl NewsFeed {
         &self.config
     }
 
+    /// Where `reader`'s feed queries run: replicas that have replayed the reader's own
+    /// last write on this instance, if any.
+    fn graph_reads(&self, reader: &str) -> GraphReads {
+        GraphReads {
+            graph: self.graph.clone(),
+            router: self.reads.clone(),
+            token: self.tokens.get(reader),
+        }
+    }
+
+    /// Remembers that `user` just wrote, so their next reads see it on a replica.
+    async fn wrote(&self, user: &str) {
+        if !self.reads.replicas().is_empty() {
+            self.tokens.record(user, self.reads.token().await);
+        }
+    }
+
     fn now_ms(&self) -> i64 {
         i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
@@ -395,6 +467,7 @@ impl NewsFeed {
         let mode =
             if followers >= self.config.push_threshold { Fanout::Pull } else { Fanout::Push };
         let post = self.graph.insert_post(author, body, mode, now).await?;
+        self.wrote(author).await;
         metrics::counter!("girder_newsfeed_posts_total", "fanout" => mode.as_str()).increment(1);
         match mode {
             Fanout::Push => {
@@ -414,6 +487,7 @@ impl NewsFeed {
         let Some(post) = self.graph.delete_post(id, self.now_ms()).await? else {
             return Ok(None);
         };
+        self.wrote(&post.author).await;
         if post.fanout == Fanout::Push {
             self.jobs.push(&Job::Retract { post: id, author: post.author.clone() }).await?;
         }
@@ -433,7 +507,9 @@ impl NewsFeed {
     ) -> Result<FollowOutcome, FeedOpError> {
         let now = self.now_ms();
         self.graph.touch_user(follower, now).await?;
-        let outcome = match self.graph.follow(follower, followee, now).await? {
+        let change = self.graph.follow(follower, followee, now).await?;
+        self.wrote(follower).await;
+        let outcome = match change {
             FollowChange::UnknownUser => return Ok(FollowOutcome::UnknownUser),
             FollowChange::Unchanged => FollowOutcome::AlreadyFollowing,
             FollowChange::Changed => {
@@ -457,6 +533,7 @@ impl NewsFeed {
     /// The database or the queue failed.
     pub async fn unfollow(&self, follower: &str, followee: &str) -> Result<bool, FeedOpError> {
         let changed = self.graph.unfollow(follower, followee).await? == FollowChange::Changed;
+        self.wrote(follower).await;
         if changed {
             self.jobs
                 .push(&Job::Unfollow {
@@ -495,8 +572,15 @@ impl NewsFeed {
             // Something on the cached page was deleted: read afresh and recache.
             self.first_pages.invalidate(reader).await;
         }
-        Ok(read::page(&self.graph, &self.feeds, reader, 0, before.unwrap_or(i64::MAX), limit)
-            .await?)
+        Ok(read::page(
+            &self.graph_reads(reader),
+            &self.feeds,
+            reader,
+            0,
+            before.unwrap_or(i64::MAX),
+            limit,
+        )
+        .await?)
     }
 
     /// How many items newer than `since` `reader`'s feed holds, counting at most
@@ -510,9 +594,15 @@ impl NewsFeed {
         since: i64,
         cap: u32,
     ) -> Result<(u32, bool), FeedOpError> {
-        let page =
-            read::page(&self.graph, &self.feeds, reader, since, i64::MAX, cap.saturating_add(1))
-                .await?;
+        let page = read::page(
+            &self.graph_reads(reader),
+            &self.feeds,
+            reader,
+            since,
+            i64::MAX,
+            cap.saturating_add(1),
+        )
+        .await?;
         let n = page.items.len() as u32;
         Ok((n.min(cap), n > cap))
     }

@@ -4,10 +4,60 @@
 //! reader no longer follows. A post is either push or pull, so the merge never
 //! shows one twice.
 
+use girder_sql::replica::{ReadRouter, WriteToken};
 use serde::{Deserialize, Serialize};
 
 use crate::feeds::{FeedError, Feeds};
 use crate::graph::{Fanout, Graph, GraphError, Post};
+
+/// Where a feed read's graph queries run. The pull query and the follow check go
+/// through the read router — to a PostgreSQL replica when the server has one, and one
+/// that has replayed the reader's own last write when `token` names it
+/// (read-your-writes: a reader who just followed or unfollowed sees it) — while
+/// tombstones are always checked on the primary, so a deleted post never reappears
+/// from a lagging replica.
+#[derive(Debug, Clone)]
+pub struct GraphReads {
+    /// The graph on the primary.
+    pub graph: Graph,
+    /// The instance's read router (primary only on SQLite or without replicas).
+    pub router: ReadRouter,
+    /// The reader's last write this instance knows of; `None`: any replica will do.
+    pub token: Option<WriteToken>,
+}
+
+impl GraphReads {
+    async fn routed<T, F, Fut>(&self, read: F) -> Result<T, GraphError>
+    where
+        F: Fn(Graph) -> Fut,
+        Fut: std::future::Future<Output = Result<T, GraphError>>,
+    {
+        let run = |db| read(Graph::new(db));
+        let answer = match self.token {
+            Some(token) => self.router.read_after(token, run).await?,
+            None => self.router.read(run).await?,
+        };
+        Ok(answer.value)
+    }
+
+    async fn pull_posts_for(
+        &self,
+        reader: &str,
+        after: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<Post>, GraphError> {
+        self.routed(|g| async move { g.pull_posts_for(reader, after, before, limit).await }).await
+    }
+
+    async fn followed_among(
+        &self,
+        reader: &str,
+        authors: &[&str],
+    ) -> Result<Vec<String>, GraphError> {
+        self.routed(|g| async move { g.followed_among(reader, authors).await }).await
+    }
+}
 
 /// A feed item: the post and how it got into the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +99,7 @@ const ROUNDS_MAX: usize = 8;
 /// # Errors
 /// A store failed.
 pub async fn page(
-    graph: &Graph,
+    graph: &GraphReads,
     feeds: &Feeds,
     reader: &str,
     after: i64,
@@ -107,7 +157,7 @@ pub async fn page(
                 _ => None,
             })
             .collect();
-        let live = graph.live_posts(&push_ids).await?;
+        let live = graph.graph.live_posts(&push_ids).await?;
         for candidate in merged {
             if items.len() == want {
                 break;
