@@ -6,8 +6,8 @@
 //!
 //! **Workload.** A power-law follower graph: each of `users` users follows 5–35
 //! others drawn Zipf (s = 1) over popularity ranks, so a few accounts have most
-//! users as followers. Authors post in proportion to their popularity (Zipf, s =
-//! 0.7: popular accounts post more, as they do), at a fixed open-loop rate, while
+//! users as followers. Authors are drawn by popularity (Zipf, s =
+//! 0.5: popular accounts post more, as they do), at a fixed open-loop rate, while
 //! readers drawn uniformly read their feed's first page (uncached: the cost measured
 //! is the feed's assembly, not the cache) at a fixed rate.
 //!
@@ -62,6 +62,15 @@ impl Outcome {
         self.entries as f64 / self.posts.max(1) as f64
     }
 }
+
+/// How much more popular accounts post: Zipf exponent over popularity ranks.
+const AUTHOR_SKEW: f64 = 0.5;
+
+/// History before the measured window, as a multiple of the window's posts.
+const HISTORY_FACTOR: u64 = 20;
+
+/// Feed shards (SQLite files beside the graph's).
+const FEED_SHARDS: usize = 4;
 
 /// Rows per bulk insert while loading the graph.
 const LOAD_ROWS: usize = 400;
@@ -134,24 +143,32 @@ async fn run_mode(
     label: &str,
     threshold: i64,
     shape: Shape,
+    followers: &[i64],
     seed: u64,
 ) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir_in(scratch)?;
     let file = dir.path().join("feed.db");
     std::fs::copy(graph, &file)?;
     let db = Db::connect(&format!("sqlite:{}", file.display()), PoolConfig::default()).await?;
+    let window_start_ms = load_history(&db, threshold, shape, followers, seed).await?;
     let context = Context::new(db.clone(), Arc::new(SystemClock)).with_data_dir(dir.path());
+    // The feeds on shards of their own (as a deployment would put them), so fan-out
+    // writes do not hold the graph's write lock.
+    let feed_shards = (0..FEED_SHARDS)
+        .map(|n| format!("sqlite:{}", dir.path().join(format!("feed-{n}.db")).display()))
+        .collect();
     let config = NewsFeedConfig {
         push_threshold: threshold,
         workers: 2,
         worker_batch: 8,
+        feed_shards,
         ..NewsFeedConfig::new()
     };
     let feed = NewsFeed::open_with(&context, config).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let (trigger, shutdown) = Shutdown::new();
     let background = tokio::spawn(Arc::clone(&feed).run(shutdown));
 
-    let authors = Zipf::new(shape.users, 0.7);
+    let authors = Zipf::new(shape.users, AUTHOR_SKEW);
     let mut rng = StdRng::seed_from_u64(seed);
     let total = shape.posts_per_s * shape.seconds;
     let post_gap = Duration::from_secs_f64(1.0 / shape.posts_per_s as f64);
@@ -210,14 +227,17 @@ async fn run_mode(
     background.await?;
     let Db::Sqlite(pool) = &db else { anyhow::bail!("the lab's graph is SQLite") };
     let (posts, pulled): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN fanout = 'pull' THEN 1 ELSE 0 END), 0) FROM nf_posts",
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN fanout = 'pull' THEN 1 ELSE 0 END), 0) \
+         FROM nf_posts WHERE created_ms >= $1",
     )
+    .bind(window_start_ms)
     .fetch_one(pool)
     .await?;
-    let entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nf_feed").fetch_one(pool).await?;
+    let entries: i64 = feed.feeds().counts().await?.iter().map(|(_, n)| n).sum();
     let lags: Vec<i64> = sqlx::query_scalar(
-        "SELECT fanout_done_ms - created_ms FROM nf_posts WHERE fanout = 'push'",
+        "SELECT fanout_done_ms - created_ms FROM nf_posts WHERE fanout = 'push' AND created_ms >= $1",
     )
+    .bind(window_start_ms)
     .fetch_all(pool)
     .await?;
     drop(feed);
@@ -234,6 +254,49 @@ async fn run_mode(
     })
 }
 
+/// Posts made before the measured window: `HISTORY_FACTOR` times the window's, by
+/// the same authors, pushed or pulled by the mode's threshold. A pull read's cost grows
+/// with how much its followees posted, so without a history pure pull would look as
+/// cheap as an empty database. Pushed history is not materialized into feeds: a push
+/// read is one index range scan whatever the feed's length, so its cost does not
+/// depend on it (and the window's entries per post are what is counted). Returns when
+/// the window starts (Unix ms).
+async fn load_history(
+    db: &Db,
+    threshold: i64,
+    shape: Shape,
+    followers: &[i64],
+    seed: u64,
+) -> anyhow::Result<i64> {
+    let Db::Sqlite(pool) = db else { anyhow::bail!("the lab's graph is SQLite") };
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis(),
+    )?;
+    let history = shape.posts_per_s * shape.seconds * HISTORY_FACTOR;
+    let authors = Zipf::new(shape.users, AUTHOR_SKEW);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x4157);
+    let mut tx = pool.begin().await?;
+    let mut values = Vec::with_capacity(LOAD_ROWS);
+    for n in 0..history {
+        let author = authors.sample(&mut rng);
+        let mode = if followers[author] >= threshold { "pull" } else { "push" };
+        // Spread over the day before the window.
+        let at = now_ms - 86_400_000 + (n as i64 * 86_400_000 / history as i64);
+        values.push(format!("('u{author}', 'history {n}', {at}, '{mode}', {at})"));
+        if values.len() == LOAD_ROWS || n + 1 == history {
+            sqlx::query(&format!(
+                "INSERT INTO nf_posts (author, body, created_ms, fanout, fanout_done_ms) VALUES {}",
+                values.join(",")
+            ))
+            .execute(&mut *tx)
+            .await?;
+            values.clear();
+        }
+    }
+    tx.commit().await?;
+    Ok(now_ms)
+}
+
 fn quantile_ms(samples: &[u64], p: f64) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
@@ -247,7 +310,7 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
     let shape = if ctx.options.quick {
         Shape { users: 3_000, posts_per_s: 300, seconds: 2, reads_per_s: 100 }
     } else {
-        Shape { users: 100_000, posts_per_s: 1_000, seconds: 10, reads_per_s: 200 }
+        Shape { users: 100_000, posts_per_s: 1_000, seconds: 5, reads_per_s: 200 }
     };
     let thresholds: &[i64] = if ctx.options.quick { &[30, 300] } else { &[100, 1_000, 10_000] };
     std::fs::create_dir_all(&ctx.options.out_dir)?;
@@ -263,7 +326,8 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
     ctx.phase("modes", modes.len() as u64);
     let mut outcomes = Vec::new();
     for (label, threshold) in &modes {
-        outcomes.push(run_mode(&graph, scratch.path(), label, *threshold, shape, 7).await?);
+        outcomes
+            .push(run_mode(&graph, scratch.path(), label, *threshold, shape, &followers, 7).await?);
         ctx.progress.inc(1);
     }
 
@@ -348,10 +412,12 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         parameters: json!({
             "users": shape.users,
             "follows_per_user": "5..=35, targets Zipf(s=1) over popularity",
-            "authors": "Zipf(s=0.7) over popularity",
+            "authors": format!("Zipf(s={AUTHOR_SKEW}) over popularity"),
             "posts_per_s": shape.posts_per_s,
             "seconds": shape.seconds,
             "reads_per_s": shape.reads_per_s,
+            "history_posts": shape.posts_per_s * shape.seconds * HISTORY_FACTOR,
+            "feed_shards": FEED_SHARDS,
             "page": 20,
             "thresholds": thresholds,
             "engine": "sqlite",
