@@ -49,7 +49,7 @@ pub struct Bitly {
     /// New links, batched into shared INSERTs.
     links: BatchWriter<LinkSink>,
     minter: CodeMinter,
-    clicks: Arc<ClickBuffer>,
+    clicks: ClickBuffer,
     resolver: Resolver,
     cursors: CursorCodec,
     clock: Arc<dyn Clock>,
@@ -97,7 +97,7 @@ impl Bitly {
         };
         let source = store.id_source("bitly_codes").await.map_err(OpenError::storage)?;
         let minter = CodeMinter::new(source, config.id_batch_size, mode, config.reserved.clone());
-        let clicks = ClickBuffer::new(config.clicks);
+        let clicks = ClickBuffer::new(store.clone(), config.clicks).map_err(OpenError::storage)?;
         let clock = Arc::clone(&context.clock);
         let resolver = Resolver::new(
             store.clone(),
@@ -144,8 +144,7 @@ impl Bitly {
     /// Runs the click flusher until `shutdown` resolves, then flushes what is
     /// left. The caller joins this future on shutdown.
     pub async fn run_background(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        let clicks = Arc::clone(&self.clicks);
-        clicks.run_flusher(self.store.clone(), shutdown).await;
+        self.clicks.run_flusher(shutdown).await;
         // In-flight requests have drained: write the last links and stop.
         self.links.close().await;
         self.resolver.shutdown().await;
@@ -183,7 +182,7 @@ impl Bitly {
     /// # Errors
     /// The store failed.
     pub async fn flush_clicks(&self) -> Result<usize, StoreError> {
-        self.clicks.flush(&self.store).await
+        self.clicks.flush().await
     }
 }
 
