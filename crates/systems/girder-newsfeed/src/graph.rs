@@ -417,6 +417,32 @@ impl Graph {
         }))
     }
 
+    /// The live posts among `ids` that `reader` may see in their feed: not deleted, and
+    /// by the reader or by someone they follow (an unfollowed author's entries are
+    /// hidden before the cleanup job removes them). One query.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn visible_posts(&self, reader: &str, ids: &[i64]) -> Result<Vec<Post>, GraphError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {POST_COLUMNS} FROM nf_posts p WHERE p.deleted_ms IS NULL AND p.id IN ({}) \
+             AND (p.author = $1 OR EXISTS (SELECT 1 FROM nf_follows f \
+                  WHERE f.follower = $1 AND f.followee = p.author))",
+            placeholders.join(", ")
+        );
+        Ok(on_db!(&self.db, |pool| {
+            let mut query = sqlx::query(&sql).bind(reader);
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?
+        }))
+    }
+
     /// Live posts of `author`, newest first, below `before`, at most `limit`.
     ///
     /// # Errors

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::feeds::{FeedError, Feeds};
 use crate::graph::{Fanout, Graph, GraphError, Post};
 
-/// Where a feed read's graph queries run. The pull query and the follow check go
-/// through the read router — to a PostgreSQL replica when the server has one, and one
-/// that has replayed the reader's own last write when `token` names it
-/// (read-your-writes: a reader who just followed or unfollowed sees it) — while
-/// tombstones are always checked on the primary, so a deleted post never reappears
-/// from a lagging replica.
+/// Where a feed read's graph queries run. The pull query goes through the read
+/// router — to a PostgreSQL replica when the server has one, and one that has
+/// replayed the reader's own last write when `token` names it (read-your-writes: a
+/// reader who just followed sees the followee's posts) — while pushed entries are
+/// checked against tombstones and follows on the primary, so a deleted post or an
+/// unfollowed author never reappears from a lagging replica.
 #[derive(Debug, Clone)]
 pub struct GraphReads {
     /// The graph on the primary.
@@ -48,14 +48,6 @@ impl GraphReads {
         limit: u32,
     ) -> Result<Vec<Post>, GraphError> {
         self.routed(|g| async move { g.pull_posts_for(reader, after, before, limit).await }).await
-    }
-
-    async fn followed_among(
-        &self,
-        reader: &str,
-        authors: &[&str],
-    ) -> Result<Vec<String>, GraphError> {
-        self.routed(|g| async move { g.followed_among(reader, authors).await }).await
     }
 }
 
@@ -113,13 +105,17 @@ pub async fn page(
         let need = (want - items.len()) as u32;
         // Over-fetch a little: some entries may be filtered out.
         let fetch = need.saturating_add(need / 2).max(4);
-        let pushed = feeds.page(reader, after, cursor, fetch).await?;
-        let pulled = graph.pull_posts_for(reader, after, cursor, fetch).await?;
+        // The reader's shard and the graph answer at once.
+        let (pushed, pulled) = tokio::join!(
+            feeds.page(reader, after, cursor, fetch),
+            graph.pull_posts_for(reader, after, cursor, fetch)
+        );
+        let (pushed, pulled) = (pushed?, pulled?);
         let pushed_full = pushed.len() == fetch as usize;
         let pulled_full = pulled.len() == fetch as usize;
         // Merge both runs newest first; keep the ids examined this round.
         let mut merged: Vec<Candidate> = Vec::with_capacity(pushed.len() + pulled.len());
-        merged.extend(pushed.into_iter().map(|e| Candidate::Push(e.post_id, e.author)));
+        merged.extend(pushed.into_iter().map(|e| Candidate::Push(e.post_id)));
         merged.extend(pulled.into_iter().map(Candidate::Pull));
         merged.sort_by_key(|c| std::cmp::Reverse(c.id()));
         // Beyond the shorter full run's last id, the other run may be missing rows.
@@ -136,34 +132,19 @@ pub async fn page(
         }
         merged.retain(|c| c.id() >= horizon.max(after + 1));
         let examined_to = merged.last().map(Candidate::id);
-        // Unfollowed authors' pushed entries, and deleted posts, are skipped.
-        let authors: Vec<&str> = {
-            let mut a: Vec<&str> = merged
-                .iter()
-                .filter_map(|c| match c {
-                    Candidate::Push(_, author) => Some(author.as_str()),
-                    Candidate::Pull(_) => None,
-                })
-                .collect();
-            a.sort_unstable();
-            a.dedup();
-            a
-        };
-        let followed = graph.followed_among(reader, &authors).await?;
+        // Deleted posts and unfollowed authors' pushed entries are skipped: one query
+        // on the primary, which holds the latest tombstones and follows.
         let push_ids: Vec<i64> = merged
             .iter()
-            .filter_map(|c| match c {
-                Candidate::Push(id, author) if followed.iter().any(|f| f == author) => Some(*id),
-                _ => None,
-            })
+            .filter_map(|c| if let Candidate::Push(id) = c { Some(*id) } else { None })
             .collect();
-        let live = graph.graph.live_posts(&push_ids).await?;
+        let live = graph.graph.visible_posts(reader, &push_ids).await?;
         for candidate in merged {
             if items.len() == want {
                 break;
             }
             match candidate {
-                Candidate::Push(id, _) => {
+                Candidate::Push(id) => {
                     if let Some(post) = live.iter().find(|p| p.id == id) {
                         items.push(Item { post: post.clone(), source: Fanout::Push });
                     }
@@ -190,14 +171,14 @@ pub async fn page(
 
 /// An entry before filtering.
 enum Candidate {
-    Push(i64, String),
+    Push(i64),
     Pull(Post),
 }
 
 impl Candidate {
     fn id(&self) -> i64 {
         match self {
-            Self::Push(id, _) => *id,
+            Self::Push(id) => *id,
             Self::Pull(post) => post.id,
         }
     }
