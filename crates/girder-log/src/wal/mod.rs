@@ -275,6 +275,13 @@ pub struct WalStats {
     pub syncs: u64,
     /// Record bytes acknowledged (payloads, without frames).
     pub bytes: u64,
+    /// The last acknowledged LSN.
+    pub acked_lsn: u64,
+    /// The last LSN an `fdatasync` has covered (what survives a power failure). Under
+    /// `EveryBatch` it never trails `acked_lsn` once an append has returned; under
+    /// `Interval` and `Never` the records between the two are what a power failure
+    /// now would take (a process crash takes none: they are in the OS's cache).
+    pub synced_lsn: u64,
 }
 
 /// The counters behind [`WalStats`].
@@ -295,6 +302,8 @@ pub(crate) struct Shared {
     pub segments: RwLock<Segments>,
     /// The last acknowledged LSN (0: none yet).
     pub acked: AtomicU64,
+    /// The last LSN covered by an `fdatasync` (recovered records count as synced).
+    pub synced: AtomicU64,
     pub acked_tx: watch::Sender<u64>,
     pub queue: Mutex<Queue>,
     pub wake: Condvar,
@@ -351,6 +360,7 @@ impl Wal {
             config,
             segments: RwLock::new(segments),
             acked: AtomicU64::new(last),
+            synced: AtomicU64::new(last),
             acked_tx,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -453,6 +463,8 @@ impl Wal {
             batches: c.batches.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             bytes: c.bytes.load(Ordering::Relaxed),
+            acked_lsn: self.shared.acked.load(Ordering::Acquire),
+            synced_lsn: self.shared.synced.load(Ordering::Acquire),
         }
     }
 

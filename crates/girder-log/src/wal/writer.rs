@@ -370,6 +370,8 @@ impl Writer {
     fn sync(&mut self) -> Result<(), std::io::Error> {
         self.file.sync_data()?;
         self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        // Every frame written so far is in this file or an earlier, sealed segment.
+        self.shared.synced.store(self.next_lsn.saturating_sub(1), Ordering::Release);
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
