@@ -395,28 +395,6 @@ impl Graph {
         }))
     }
 
-    /// The live (not deleted) posts among `ids`.
-    ///
-    /// # Errors
-    /// Database failures.
-    pub async fn live_posts(&self, ids: &[i64]) -> Result<Vec<Post>, GraphError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT {POST_COLUMNS} FROM nf_posts WHERE deleted_ms IS NULL AND id IN ({})",
-            placeholders.join(", ")
-        );
-        Ok(on_db!(&self.db, |pool| {
-            let mut query = sqlx::query(&sql);
-            for id in ids {
-                query = query.bind(*id);
-            }
-            query.fetch_all(pool).await?.iter().map(post_from_row).collect::<Result<Vec<_>, _>>()?
-        }))
-    }
-
     /// The live posts among `ids` that `reader` may see in their feed: not deleted, and
     /// by the reader or by someone they follow (an unfollowed author's entries are
     /// hidden before the cleanup job removes them). One query.

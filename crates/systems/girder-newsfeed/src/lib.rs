@@ -451,7 +451,11 @@ impl NewsFeed {
     /// # Errors
     /// The database failed.
     pub async fn touch(&self, user: &str) -> Result<(), FeedOpError> {
-        Ok(self.graph.touch_user(user, self.now_ms()).await?)
+        // A read first: most callers exist, and the insert would take the write lock.
+        if self.graph.user(user).await?.is_none() {
+            self.graph.touch_user(user, self.now_ms()).await?;
+        }
+        Ok(())
     }
 
     /// `author` posts `body`. A push post's fan-out job is durable before this
@@ -565,11 +569,13 @@ impl NewsFeed {
                 .await?
                 .unwrap_or(Page { items: Vec::new(), next_before: None });
             let ids: Vec<i64> = page.items.iter().map(|i| i.post.id).collect();
-            let live = self.graph.live_posts(&ids).await?;
-            if live.len() == ids.len() {
+            // One query on the primary: still there, and still followed (an unfollow
+            // or a delete on another instance reaches this page at once).
+            let visible = self.graph.visible_posts(reader, &ids).await?;
+            if visible.len() == ids.len() {
                 return Ok(page);
             }
-            // Something on the cached page was deleted: read afresh and recache.
+            // Something on the cached page was deleted or unfollowed: read afresh.
             self.first_pages.invalidate(reader).await;
         }
         Ok(read::page(
