@@ -14,7 +14,10 @@
 //!
 //! - [`queue`]: a durable queue on the WAL ("Pattern: Asynchronous Processing with
 //!   Message Queues"): visibility timeouts, receipts, nack with delay, dead letters
-//!   and redrive, consumer groups; state replayed from the log on open.
+//!   and redrive, consumer groups; state replayed from the log on open. The same
+//!   operations are the `MessageQueue` trait, which the feature `nats` also
+//!   implements on NATS JetStream (`queue::jetstream`), for queues shared by several
+//!   machines.
 //!
 //! The crate knows nothing of HTTP or of any system; systems build on it.
 
