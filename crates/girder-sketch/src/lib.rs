@@ -1,0 +1,42 @@
+//! Data structures for scale: "Bloom Filter for Membership Testing" made real.
+//!
+//! **Problem.** Some questions about a huge set or stream — has this URL been seen,
+//! how often has this video been viewed, how many distinct users came today — cost
+//! memory in proportion to the data when answered exactly.
+//!
+//! **Guarantee.** Each sketch answers in fixed memory with a one-sided, bounded error:
+//! a [`bloom::BloomFilter`] never forgets a key it was given (no false negatives).
+//!
+//! **Trade-off.** Answers are approximate (a Bloom filter's "present" is wrong with a
+//! tunable probability) and the memory is chosen up front from the error wanted.
+//!
+//! ```
+//! use girder_sketch::bloom::{BloomConfig, BloomFilter};
+//!
+//! let mut seen = BloomFilter::new(&BloomConfig::new(10_000, 0.01))?;
+//! seen.insert("https://example.com/a");
+//! assert!(seen.contains("https://example.com/a"));
+//! let copy = BloomFilter::from_bytes(&seen.to_bytes())?;
+//! assert_eq!(copy, seen);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **Serialized form.** Every sketch's `to_bytes` writes one frame: the magic
+//! `GSKT`, a kind byte, a format version byte, the sketch's fields (little-endian) and
+//! a CRC-32C of everything before it. `from_bytes` verifies the checksum before it
+//! trusts any field, range-checks every field and compares lengths before allocating:
+//! any malformed input is a [`DecodeError`], never a panic.
+//!
+//! Keys are byte strings hashed with XXH3, whose output is frozen, so sketches built
+//! in different processes (with the same seed) combine.
+//!
+//! Not yet: counting and scalable Bloom variants, Top-K, sharing through Redis,
+//! benchmarks against peer crates.
+
+mod codec;
+mod error;
+mod hash;
+
+pub mod bloom;
+
+pub use error::{DecodeError, MergeError, ParamError};
