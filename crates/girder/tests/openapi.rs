@@ -54,3 +54,33 @@ fn protected_operations_declare_bearer_and_401() {
     assert!(protected >= 16, "only {protected} operations are protected");
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+/// Two systems may not define different schemas under one component name: merging
+/// documents keeps the first and silently drops the other, so one system's responses
+/// would be validated against the other's schema.
+#[test]
+fn component_names_are_not_shared_by_different_schemas() {
+    use utoipa::OpenApi as _;
+    let mut docs = vec![("auth", girder_http::auth::AuthApi::openapi())];
+    for plan in &girder::systems::SYSTEMS {
+        if let Some(doc) = plan.openapi() {
+            docs.push((plan.info().slug, doc));
+        }
+    }
+    let mut seen: std::collections::BTreeMap<String, (&str, Value)> = Default::default();
+    for (slug, doc) in &docs {
+        let json = girder_http::openapi::to_json(doc);
+        for (name, schema) in json["components"]["schemas"].as_object().into_iter().flatten() {
+            match seen.get(name) {
+                Some((first, earlier)) => assert_eq!(
+                    earlier, schema,
+                    "component {name} means different things to {first} and {slug}"
+                ),
+                None => {
+                    seen.insert(name.clone(), (slug, schema.clone()));
+                }
+            }
+        }
+    }
+    assert!(seen.len() > 50, "only {} components", seen.len());
+}

@@ -27,7 +27,7 @@ use girder_http::problem::Problem;
     paths(create_post, get_post, delete_post, list_users, get_user, user_posts, follow,
           unfollow, list_follows, read_feed, new_since, queue_stats, dead_letters, redrive),
     components(schemas(NewPostRequest, PostView, PostPage, UserView, UserPage, FollowView,
-                       FollowPage, FeedItemView, FeedPage, NewSinceView, QueueView, ShardView,
+                       FollowPage, FeedItemView, FeedPage, NewSinceView, FanoutQueueView, ShardView,
                        DeadLetterView, Source, Problem)),
     tags((name = "newsfeed", description = "News Feed: posts, follows and a hybrid fan-out home feed"))
 )]
@@ -202,7 +202,7 @@ pub struct ShardView {
 
 /// The fan-out queue of this instance, the outbox and the shards.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueView {
+pub struct FanoutQueueView {
     /// Jobs waiting.
     pub ready: usize,
     /// Jobs taken by a worker and not yet done.
@@ -725,7 +725,7 @@ async fn new_since(
     path = "/api/newsfeed/queue",
     tag = "newsfeed",
     responses(
-        (status = 200, description = "Depths", body = QueueView),
+        (status = 200, description = "Depths", body = FanoutQueueView),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -734,7 +734,7 @@ async fn new_since(
 async fn queue_stats(
     State(feed): State<Arc<NewsFeed>>,
     _operator: Operator,
-) -> Result<axum::Json<QueueView>> {
+) -> Result<axum::Json<FanoutQueueView>> {
     let stats = feed.jobs.stats().await?;
     let outstanding_posts = feed.graph.outstanding().await?;
     let shards = feed
@@ -744,7 +744,7 @@ async fn queue_stats(
         .into_iter()
         .map(|(shard, entries)| ShardView { shard, entries })
         .collect();
-    Ok(axum::Json(QueueView {
+    Ok(axum::Json(FanoutQueueView {
         ready: stats.ready,
         in_flight: stats.in_flight,
         dead: stats.dead,

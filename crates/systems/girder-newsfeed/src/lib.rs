@@ -53,9 +53,9 @@ use graph::{Fanout, FollowChange, Graph, GraphError, Post};
 use read::{GraphReads, Page, ReadError};
 
 pub use api::{
-    DeadLetterView, ErrorKind, FeedItemView, FeedPage, FollowPage, FollowView, NewPostRequest,
-    NewSinceView, NewsFeedApi, PageQuery, PostPage, PostView, QueueView, ShardView, SinceQuery,
-    Source, UserPage, UserView,
+    DeadLetterView, ErrorKind, FanoutQueueView, FeedItemView, FeedPage, FollowPage, FollowView,
+    NewPostRequest, NewSinceView, NewsFeedApi, PageQuery, PostPage, PostView, ShardView,
+    SinceQuery, Source, UserPage, UserView,
 };
 pub use settings::NewsFeedSettings;
 pub use worker::sweep_once;
