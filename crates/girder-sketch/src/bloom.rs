@@ -365,7 +365,7 @@ fn check_shape(
     if !(min..=BITS_MAX).contains(&bits) {
         return Err(("bits", bits, min, BITS_MAX));
     }
-    if layout == Layout::Blocked && bits % BLOCK_BITS != 0 {
+    if layout == Layout::Blocked && bits & (BLOCK_BITS - 1) != 0 {
         return Err(("bits (a multiple of 512 for the blocked layout)", bits, min, BITS_MAX));
     }
     Ok(())

@@ -23,6 +23,7 @@ const CHECKSUM_LEN: usize = 4;
 #[repr(u8)]
 pub(crate) enum Kind {
     Bloom = 1,
+    CountMin = 2,
 }
 
 /// Builds one frame.

@@ -1,23 +1,33 @@
-//! Data structures for scale: "Bloom Filter for Membership Testing" made real.
+//! Data structures for scale: "Bloom Filter for Membership Testing" and "Count-Min
+//! Sketch for Frequency Estimation" made real.
 //!
 //! **Problem.** Some questions about a huge set or stream — has this URL been seen,
 //! how often has this video been viewed, how many distinct users came today — cost
 //! memory in proportion to the data when answered exactly.
 //!
 //! **Guarantee.** Each sketch answers in fixed memory with a one-sided, bounded error:
-//! a [`bloom::BloomFilter`] never forgets a key it was given (no false negatives).
+//! a [`bloom::BloomFilter`] never forgets a key it was given (no false negatives); a
+//! [`count_min::CountMinSketch`] never underestimates a count, and overestimates by
+//! at most `ε·N` with probability `1 − δ`. Sketches of the same shape merge, so each
+//! instance can keep its own and combine them on read.
 //!
 //! **Trade-off.** Answers are approximate (a Bloom filter's "present" is wrong with a
-//! tunable probability) and the memory is chosen up front from the error wanted.
+//! tunable probability, a Count-Min count is high by up to a fraction of the whole
+//! stream) and the memory is chosen up front from the error wanted.
 //!
 //! ```
 //! use girder_sketch::bloom::{BloomConfig, BloomFilter};
+//! use girder_sketch::count_min::{CountMinConfig, CountMinSketch};
 //!
 //! let mut seen = BloomFilter::new(&BloomConfig::new(10_000, 0.01))?;
 //! seen.insert("https://example.com/a");
 //! assert!(seen.contains("https://example.com/a"));
 //! let copy = BloomFilter::from_bytes(&seen.to_bytes())?;
 //! assert_eq!(copy, seen);
+//!
+//! let mut views = CountMinSketch::new(&CountMinConfig::new(0.001, 0.01))?;
+//! views.add("video:42", 3);
+//! assert!(views.estimate("video:42") >= 3);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -38,5 +48,6 @@ mod error;
 mod hash;
 
 pub mod bloom;
+pub mod count_min;
 
 pub use error::{DecodeError, MergeError, ParamError};
