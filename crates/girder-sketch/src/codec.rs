@@ -24,6 +24,7 @@ const CHECKSUM_LEN: usize = 4;
 pub(crate) enum Kind {
     Bloom = 1,
     CountMin = 2,
+    HyperLogLog = 3,
 }
 
 /// Builds one frame.
@@ -50,6 +51,10 @@ impl Writer {
 
     pub(crate) fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
+        self.buf.extend_from_slice(v);
     }
 
     pub(crate) fn finish(mut self) -> Vec<u8> {

@@ -1,23 +1,28 @@
-//! Data structures for scale: "Bloom Filter for Membership Testing" and "Count-Min
-//! Sketch for Frequency Estimation" made real.
+//! Data structures for scale: "Bloom Filter for Membership Testing", "Count-Min
+//! Sketch for Frequency Estimation" and "HyperLogLog for Cardinality Estimation" made
+//! real.
 //!
 //! **Problem.** Some questions about a huge set or stream — has this URL been seen,
 //! how often has this video been viewed, how many distinct users came today — cost
 //! memory in proportion to the data when answered exactly.
 //!
-//! **Guarantee.** Each sketch answers in fixed memory with a one-sided, bounded error:
+//! **Guarantee.** Each sketch answers in fixed memory with a stated error:
 //! a [`bloom::BloomFilter`] never forgets a key it was given (no false negatives); a
 //! [`count_min::CountMinSketch`] never underestimates a count, and overestimates by
-//! at most `ε·N` with probability `1 − δ`. Sketches of the same shape merge, so each
+//! at most `ε·N` with probability `1 − δ`; a [`hyperloglog::HyperLogLog`] estimates
+//! the number of distinct keys with a relative standard error of about `1.04/√m`
+//! (0.81% in 16 KiB at `p = 14`) at every cardinality, small or huge. Sketches of the same shape merge, so each
 //! instance can keep its own and combine them on read.
 //!
 //! **Trade-off.** Answers are approximate (a Bloom filter's "present" is wrong with a
 //! tunable probability, a Count-Min count is high by up to a fraction of the whole
-//! stream) and the memory is chosen up front from the error wanted.
+//! stream, a HyperLogLog count is off by a relative error) and the memory is chosen
+//! up front from the error wanted. No sketch allocates per insert or query.
 //!
 //! ```
 //! use girder_sketch::bloom::{BloomConfig, BloomFilter};
 //! use girder_sketch::count_min::{CountMinConfig, CountMinSketch};
+//! use girder_sketch::hyperloglog::HyperLogLog;
 //!
 //! let mut seen = BloomFilter::new(&BloomConfig::new(10_000, 0.01))?;
 //! seen.insert("https://example.com/a");
@@ -28,6 +33,12 @@
 //! let mut views = CountMinSketch::new(&CountMinConfig::new(0.001, 0.01))?;
 //! views.add("video:42", 3);
 //! assert!(views.estimate("video:42") >= 3);
+//!
+//! let mut visitors = HyperLogLog::new(14, 0)?;
+//! for user in ["alice", "bob", "alice"] {
+//!     visitors.add(user);
+//! }
+//! assert_eq!(visitors.count(), 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -40,8 +51,9 @@
 //! Keys are byte strings hashed with XXH3, whose output is frozen, so sketches built
 //! in different processes (with the same seed) combine.
 //!
-//! Not yet: counting and scalable Bloom variants, Top-K, sharing through Redis,
-//! benchmarks against peer crates.
+//! Not yet: counting and scalable Bloom variants, HyperLogLog's sparse form, Top-K,
+//! sharing through Redis, benchmarks against peer crates (so no measured speeds here
+//! yet).
 
 mod codec;
 mod error;
@@ -49,5 +61,6 @@ mod hash;
 
 pub mod bloom;
 pub mod count_min;
+pub mod hyperloglog;
 
 pub use error::{DecodeError, MergeError, ParamError};
