@@ -182,3 +182,33 @@ fn small_sets_are_counted_closely() {
         }
     }
 }
+
+#[test]
+fn standard_error_at_p14_is_the_catalogues() {
+    // The catalogue's 0.81% at p = 14, measured: the root mean square relative error
+    // over 100 sketches (different seeds, fixed keys) at 10³, 10⁴ and 10⁵ distinct keys.
+    // With 100 trials the measured value itself scatters by ~7%, so the bound is 1.2
+    // standard errors (0.98%), not the theoretical 0.81% exactly. (Measured: 0.62%,
+    // 0.57%, 0.71% — below 1.04/√m where the estimator behaves like linear counting.)
+    let trials = 100u64;
+    for n in [1_000u64, 10_000, 100_000] {
+        let mut squares = 0.0;
+        let mut expected = 0.0;
+        for seed in 0..trials {
+            let mut h = HyperLogLog::new(14, seed).expect("valid precision");
+            for i in 0..n {
+                h.add(i.to_le_bytes());
+            }
+            let relative = (h.estimate() - n as f64) / n as f64;
+            squares += relative * relative;
+            expected = h.relative_standard_error();
+        }
+        let rms = (squares / trials as f64).sqrt();
+        eprintln!(
+            "n = {n}: rms relative error {:.3}% (1.04/√m = {:.3}%)",
+            rms * 100.0,
+            expected * 100.0
+        );
+        assert!(rms <= 1.2 * expected, "n = {n}: rms {rms}, expected {expected}");
+    }
+}
