@@ -103,18 +103,32 @@ pub fn expected_false_positive_rate_blocked(bits: u64, hashes: u32, items: u64) 
     let last = (lambda + 12.0 * lambda.sqrt() + 20.0).ceil() as u64;
     let first = (lambda - 12.0 * lambda.sqrt()).floor().max(0.0) as u64;
     let ln_lambda = lambda.ln();
-    let mut ln_factorial = 0.0;
+    // Only the ~24σ terms around λ are visited: ln(first!) comes from Stirling's
+    // series, so a huge λ (a filter far past capacity) costs O(√λ), not O(λ).
+    let mut ln_factorial = ln_factorial(first);
+    // The sum is divided by the mass visited: for a huge λ the log-space terms lose
+    // ~1e-7 each to rounding, and normalizing cancels that and the truncated tails.
     let mut rate = 0.0;
-    for j in 0..=last {
-        if j > 0 {
+    let mut mass = 0.0;
+    for j in first..=last {
+        if j > first {
             ln_factorial += (j as f64).ln();
         }
-        if j >= first {
-            let pmf = (-lambda + j as f64 * ln_lambda - ln_factorial).exp();
-            rate += pmf * expected_false_positive_rate(BLOCK_BITS, hashes, j);
-        }
+        let pmf = (-lambda + j as f64 * ln_lambda - ln_factorial).exp();
+        rate += pmf * expected_false_positive_rate(BLOCK_BITS, hashes, j);
+        mass += pmf;
     }
-    rate.min(1.0)
+    (rate / mass).min(1.0)
+}
+
+/// `ln(n!)`: summed exactly below 32, Stirling's series (error < 1e-12) above.
+fn ln_factorial(n: u64) -> f64 {
+    if n < 32 {
+        return (2..=n).map(|i| (i as f64).ln()).sum();
+    }
+    let x = n as f64;
+    x * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI * x).ln() + 1.0 / (12.0 * x)
+        - 1.0 / (360.0 * x * x * x)
 }
 
 /// A Bloom filter over byte-string keys.
@@ -435,6 +449,32 @@ mod tests {
         assert!(BloomFilter::with_shape(0, 3, Layout::Classic, 0).is_err());
         assert!(BloomFilter::with_shape(64, 0, Layout::Classic, 0).is_err());
         assert!(BloomFilter::with_shape(64, HASHES_MAX + 1, Layout::Classic, 0).is_err());
+    }
+
+    #[test]
+    fn ln_factorial_is_continuous_at_the_switch() {
+        let exact = |n: u64| (2..=n).map(|i| (i as f64).ln()).sum::<f64>();
+        for n in [32, 33, 100, 1000] {
+            assert!((ln_factorial(n) - exact(n)).abs() < 1e-9 * exact(n), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn blocked_formula_handles_overfull_filters() {
+        // λ = 2.5·10⁸ keys per block: the rate is 1 (to rounding), computed from the
+        // terms around λ only.
+        let rate = expected_false_positive_rate_blocked(1 << 20, 3, 1 << 39);
+        assert!(rate > 0.999_999 && rate <= 1.0, "{rate}");
+        assert_eq!(expected_false_positive_rate_blocked(1 << 20, 3, 0), 0.0);
+        assert_eq!(expected_false_positive_rate_blocked(100, 3, 10), 1.0);
+        // A target near 1 and a huge n still sizes (by growing) and stays in range.
+        // Past the size limit, the growth stops with a typed error.
+        let f = BloomFilter::new(&BloomConfig::new(1 << 30, 0.999_999)).expect("valid parameters");
+        assert!(expected_false_positive_rate_blocked(f.bits(), f.hashes(), 1 << 30) <= 0.999_999);
+        assert!(matches!(
+            BloomFilter::new(&BloomConfig::new(1 << 40, 0.999_999)),
+            Err(ParamError::OutOfRange { name: "bits", .. })
+        ));
     }
 
     #[test]
