@@ -209,10 +209,10 @@ pub(crate) fn bench_http(root: &Path) -> anyhow::Result<()> {
         ));
         drop(server);
     }
-    if let Some((_, pg_url)) = engines.iter().find(|(e, _)| *e == "postgres") {
-        if let Some(db) = pg_url.rsplit('/').next() {
-            psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
-        }
+    if let Some((_, pg_url)) = engines.iter().find(|(e, _)| *e == "postgres")
+        && let Some(db) = pg_url.rsplit('/').next()
+    {
+        psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
     }
     let _ = std::fs::remove_dir_all(&scripts);
 

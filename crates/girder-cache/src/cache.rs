@@ -578,12 +578,12 @@ where
     /// a write superseded the load meanwhile.
     async fn lead(&self, guard: LeaderGuard<K, V, L::Error>) -> Outcome<V, L::Error> {
         let key = guard.key().clone();
-        if S::ENABLED {
-            if let Some((value, expires_at_ms)) = self.read_l2(&key).await {
-                let entry = self.entry_for(value.clone(), self.now_ms(), Some(expires_at_ms));
-                guard.finish(Ok(value.clone()), || self.l1.insert(key, entry));
-                return Ok(value);
-            }
+        if S::ENABLED
+            && let Some((value, expires_at_ms)) = self.read_l2(&key).await
+        {
+            let entry = self.entry_for(value.clone(), self.now_ms(), Some(expires_at_ms));
+            guard.finish(Ok(value.clone()), || self.l1.insert(key, entry));
+            return Ok(value);
         }
         self.counters.loader_calls.inc();
         match self.loader.load(&key).await {

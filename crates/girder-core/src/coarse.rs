@@ -251,7 +251,7 @@ fn tick(shared: &Shared) {
     while !*stop {
         NOW.ms.store(SystemClock.now_ms(), Ordering::Relaxed);
         ticks += 1;
-        if ticks % FLUSH_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(FLUSH_EVERY_TICKS) {
             parking_lot::MutexGuard::unlocked(&mut stop, || flush_all(shared));
         }
         shared.wake.wait_for(&mut stop, CoarseClock::TICK);

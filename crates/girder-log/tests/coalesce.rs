@@ -54,7 +54,7 @@ impl CoalesceSink for Recorder {
             .fail_next
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
-        if failing || (self.fail_every > 0 && attempt % self.fail_every == 0) {
+        if failing || (self.fail_every > 0 && attempt.is_multiple_of(self.fail_every)) {
             return Err(Down);
         }
         let mut written = self.written.lock();

@@ -417,14 +417,14 @@ async fn lab_results(State(state): State<AppState>) -> Json<Vec<serde_json::Valu
     for experiment in crate::lab::EXPERIMENTS {
         let path = state.lab_dir.join(experiment.name).join("results.json");
         // An experiment that never ran, or a file mid-write, is simply absent.
-        if let Ok(bytes) = tokio::fs::read(&path).await {
-            if let Ok(result) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                out.push(serde_json::json!({
-                    "name": experiment.name,
-                    "summary": experiment.summary,
-                    "result": result,
-                }));
-            }
+        if let Ok(bytes) = tokio::fs::read(&path).await
+            && let Ok(result) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            out.push(serde_json::json!({
+                "name": experiment.name,
+                "summary": experiment.summary,
+                "result": result,
+            }));
         }
     }
     Json(out)

@@ -145,10 +145,10 @@ impl<S: RangeSource> IdAllocator<S> {
                     let state = self.state.lock();
                     // Only the attempt this caller waited for decides its fate; after a
                     // later attempt it simply tries again.
-                    if state.attempts == attempt + 1 {
-                        if let Some(err) = &state.last_error {
-                            return Err(err.clone());
-                        }
+                    if state.attempts == attempt + 1
+                        && let Some(err) = &state.last_error
+                    {
+                        return Err(err.clone());
                     }
                 }
                 None => return self.lease_and_take().await,

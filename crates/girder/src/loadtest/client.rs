@@ -112,10 +112,10 @@ pub(crate) async fn exchange(
 ) -> Result<Response, TransportErrorKind> {
     let result = tokio::time::timeout(timeout, send(conn, target, request)).await;
     let result = result.unwrap_or(Err(TransportErrorKind::Timeout));
-    if result.is_err() {
-        if let Some(broken) = conn.take() {
-            broken.close().await;
-        }
+    if result.is_err()
+        && let Some(broken) = conn.take()
+    {
+        broken.close().await;
     }
     result
 }
@@ -125,10 +125,10 @@ async fn send(
     target: &Target,
     request: Request<Full<Bytes>>,
 ) -> Result<Response, TransportErrorKind> {
-    if conn.as_ref().is_some_and(|c| c.sender.is_closed()) {
-        if let Some(stale) = conn.take() {
-            stale.close().await;
-        }
+    if conn.as_ref().is_some_and(|c| c.sender.is_closed())
+        && let Some(stale) = conn.take()
+    {
+        stale.close().await;
     }
     let open = match conn {
         Some(open) => open,

@@ -294,10 +294,10 @@ impl TryFrom<LoadtestArgs> for Config {
                 let seed_links = args.seed_links.unwrap_or(1_000);
                 let seed_links = in_range(seed_links, 1, SEED_LINKS_MAX)
                     .ok_or(ConfigError::SeedLinks(seed_links))?;
-                if let Some(s) = args.zipf_s {
-                    if !(s > 0.0 && s <= ZIPF_S_MAX) {
-                        return Err(ConfigError::ZipfS(s));
-                    }
+                if let Some(s) = args.zipf_s
+                    && !(s > 0.0 && s <= ZIPF_S_MAX)
+                {
+                    return Err(ConfigError::ZipfS(s));
                 }
                 ScenarioConfig::Bitly { write_ratio, seed_links, zipf_s: args.zipf_s }
             }

@@ -541,7 +541,9 @@ fn readers_see_one_whole_rule_set_or_the_other() {
         .collect();
     let mut flips = 0u64;
     while done.load(Ordering::SeqCst) < 2 {
-        engine.replace(if flips % 2 == 0 { b.clone() } else { a.clone() }).expect("replace");
+        engine
+            .replace(if flips.is_multiple_of(2) { b.clone() } else { a.clone() })
+            .expect("replace");
         flips += 1;
     }
     for r in readers {

@@ -580,12 +580,12 @@ async fn create_event(
 ) -> Result<Response> {
     text("name", &request.name, NAME_LEN_MAX)?;
     let starts_at_ms = parse_time("starts_at", &request.starts_at)?;
-    if let Some(room) = request.waiting_room {
-        if !(1..=ADMIT_PER_SEC_MAX).contains(&room.admit_per_sec) {
-            return Err(ErrorKind::Invalid(format!(
-                "waiting_room.admit_per_sec must be 1 to {ADMIT_PER_SEC_MAX}"
-            )));
-        }
+    if let Some(room) = request.waiting_room
+        && !(1..=ADMIT_PER_SEC_MAX).contains(&room.admit_per_sec)
+    {
+        return Err(ErrorKind::Invalid(format!(
+            "waiting_room.admit_per_sec must be 1 to {ADMIT_PER_SEC_MAX}"
+        )));
     }
     let venue = tm
         .db

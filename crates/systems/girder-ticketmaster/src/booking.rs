@@ -188,13 +188,12 @@ impl Ticketmaster {
     /// Refunds what `key` charged for a reservation whose hold is gone — unless
     /// the store shows its seats sold by the hold, then records the sale.
     async fn refund_lost(&self, r: &Reservation, key: &str) -> Result<(), ErrorKind> {
-        if self.seats.sold_by(r).await? {
-            if let Some(charge) =
+        if self.seats.sold_by(r).await?
+            && let Some(charge) =
                 self.provider.charges_for(key).await?.into_iter().find(|c| !c.refunded)
-            {
-                self.db.mark_confirmed(&r.id, &charge.id).await?;
-                return Ok(());
-            }
+        {
+            self.db.mark_confirmed(&r.id, &charge.id).await?;
+            return Ok(());
         }
         if self.provider.refund_key(key).await? {
             metrics::counter!("girder_ticketmaster_refunds_total", "reason" => "hold-lost")

@@ -213,10 +213,9 @@ impl FakeProvider {
                     if self
                         .insert(key, reference, amount_cents, state, charge_id.as_deref())
                         .await?
+                        && let Some(error) = outcome
                     {
-                        if let Some(error) = outcome {
-                            return Err(error);
-                        }
+                        return Err(error);
                     }
                     // Re-read what is stored: ours, or a concurrent caller's.
                 }

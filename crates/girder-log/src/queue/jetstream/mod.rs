@@ -539,7 +539,8 @@ impl JetStreamQueue {
         until_ms: u64,
     ) -> Result<Vec<Delivery>, QueueError> {
         let group = &self.inner.groups[g];
-        let redrive_first = group.dequeues.fetch_add(1, Ordering::Relaxed) % REDRIVE_TURN == 0;
+        let redrive_first =
+            group.dequeues.fetch_add(1, Ordering::Relaxed).is_multiple_of(REDRIVE_TURN);
         let order = if redrive_first { [true, false] } else { [false, true] };
         let mut out = Vec::with_capacity(max);
         for redriven in order {
