@@ -293,6 +293,13 @@ async fn load_history(
             values.clear();
         }
     }
+    sqlx::query(
+        "UPDATE nf_users SET pull_posts = (SELECT COUNT(*) FROM nf_posts p \
+         WHERE p.author = nf_users.id AND p.fanout = 'pull') \
+         WHERE id IN (SELECT DISTINCT author FROM nf_posts WHERE fanout = 'pull')",
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(now_ms)
 }

@@ -80,6 +80,9 @@ pub enum FollowChange {
 
 const POST_COLUMNS: &str = "id, author, body, created_ms, fanout, deleted_ms";
 
+/// Followees one pull query visits at most (more are visited in further queries).
+const PULL_AUTHORS_PER_QUERY: usize = 64;
+
 fn post_from_row<R: Row>(row: &R) -> Result<Post, sqlx::Error>
 where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -357,7 +360,8 @@ impl Graph {
     ) -> Result<Post, GraphError> {
         let done: Option<i64> = (fanout == Fanout::Pull).then_some(now_ms);
         let id: i64 = on_db!(&self.db, |pool| {
-            sqlx::query_scalar(
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(
                 "INSERT INTO nf_posts (author, body, created_ms, fanout, fanout_done_ms) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
@@ -366,8 +370,16 @@ impl Graph {
             .bind(now_ms)
             .bind(fanout.as_str())
             .bind(done)
-            .fetch_one(pool)
-            .await?
+            .fetch_one(&mut *tx)
+            .await?;
+            if fanout == Fanout::Pull {
+                sqlx::query("UPDATE nf_users SET pull_posts = pull_posts + 1 WHERE id = $1")
+                    .bind(author)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            id
         });
         Ok(Post {
             id,
@@ -451,6 +463,11 @@ impl Graph {
     /// Pull posts `reader` sees (their own and those of whom they follow), newest
     /// first, with `after < id < before`, at most `limit`.
     ///
+    /// Only the followees that have made pull posts are visited (`nf_users.pull_posts`;
+    /// under a hybrid threshold, a few celebrities at most), each through its own range
+    /// of the `(author, id)` index, merged here: one query over every post ordered by
+    /// id would walk the whole table for a reader who follows no one pulled.
+    ///
     /// # Errors
     /// Database failures.
     pub async fn pull_posts_for(
@@ -460,24 +477,50 @@ impl Graph {
         before: i64,
         limit: u32,
     ) -> Result<Vec<Post>, GraphError> {
-        let sql = "SELECT p.id, p.author, p.body, p.created_ms, p.fanout, p.deleted_ms \
-                   FROM nf_posts p \
-                   WHERE p.fanout = 'pull' AND p.deleted_ms IS NULL AND p.id > $2 AND p.id < $3 \
-                   AND (p.author = $1 OR p.author IN \
-                        (SELECT followee FROM nf_follows WHERE follower = $1)) \
-                   ORDER BY p.id DESC LIMIT $4";
-        Ok(on_db!(&self.db, |pool| {
-            sqlx::query(sql)
-                .bind(reader)
-                .bind(after)
-                .bind(before)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(post_from_row)
-                .collect::<Result<Vec<_>, _>>()?
-        }))
+        let authors: Vec<String> = on_db!(&self.db, |pool| {
+            sqlx::query_scalar(
+                "SELECT id FROM nf_users WHERE pull_posts > 0 AND (id = $1 OR id IN \
+                 (SELECT followee FROM nf_follows WHERE follower = $1))",
+            )
+            .bind(reader)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut runs = Vec::new();
+        for chunk in authors.chunks(PULL_AUTHORS_PER_QUERY) {
+            // One index range per author: `SELECT … LIMIT` per author, glued together.
+            let parts: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "SELECT * FROM (SELECT {POST_COLUMNS} FROM nf_posts \
+                         WHERE author = ${} AND fanout = 'pull' AND id > $1 AND id < $2 \
+                         AND deleted_ms IS NULL ORDER BY id DESC LIMIT $3) AS a{i}",
+                        i + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "SELECT * FROM ({}) AS pulled ORDER BY id DESC LIMIT $3",
+                parts.join(" UNION ALL ")
+            );
+            let rows = on_db!(&self.db, |pool| {
+                let mut query = sqlx::query(&sql).bind(after).bind(before).bind(i64::from(limit));
+                for author in chunk {
+                    query = query.bind(author.as_str());
+                }
+                query
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(post_from_row)
+                    .collect::<Result<Vec<_>, _>>()?
+            });
+            runs.push(rows);
+        }
+        let mut posts: Vec<Post> = runs.into_iter().flatten().collect();
+        posts.sort_unstable_by_key(|p| std::cmp::Reverse(p.id));
+        posts.truncate(limit as usize);
+        Ok(posts)
     }
 
     /// Tombstones a post. Returns the post as it was, `None` if unknown.
