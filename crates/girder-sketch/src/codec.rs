@@ -25,6 +25,7 @@ pub(crate) enum Kind {
     Bloom = 1,
     CountMin = 2,
     HyperLogLog = 3,
+    TopK = 4,
 }
 
 /// Builds one frame.
@@ -117,6 +118,16 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
+    }
+
+    /// The next `n` bytes, borrowed from the input.
+    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        self.take(n)
+    }
+
+    /// The bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.payload.len()
     }
 
     /// The rest of the payload, which must be exactly `len` bytes long. Checked

@@ -11,7 +11,9 @@
 //! [`count_min::CountMinSketch`] never underestimates a count, and overestimates by
 //! at most `ε·N` with probability `1 − δ`; a [`hyperloglog::HyperLogLog`] estimates
 //! the number of distinct keys with a relative standard error of about `1.04/√m`
-//! (0.81% in 16 KiB at `p = 14`) at every cardinality, small or huge. Sketches of the same shape merge, so each
+//! (0.81% in 16 KiB at `p = 14`) at every cardinality, small or huge; a
+//! [`topk::SpaceSaving`] summary of `m` keys reports every key with more than `N/m` of
+//! the stream, each count within its stated error. Sketches of the same shape merge, so each
 //! instance can keep its own and combine them on read.
 //!
 //! **Trade-off.** Answers are approximate (a Bloom filter's "present" is wrong with a
@@ -51,7 +53,7 @@
 //! Keys are byte strings hashed with XXH3, whose output is frozen, so sketches built
 //! in different processes (with the same seed) combine.
 //!
-//! Not yet: counting and scalable Bloom variants, HyperLogLog's sparse form, Top-K,
+//! Not yet: counting and scalable Bloom variants, HyperLogLog's sparse form,
 //! sharing through Redis, benchmarks against peer crates (so no measured speeds here
 //! yet).
 
@@ -62,5 +64,6 @@ mod hash;
 pub mod bloom;
 pub mod count_min;
 pub mod hyperloglog;
+pub mod topk;
 
 pub use error::{DecodeError, MergeError, ParamError};
