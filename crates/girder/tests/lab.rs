@@ -246,3 +246,37 @@ async fn shard_quick_run_moves_few_keys_with_every_consistent_scheme() {
     assert!(findings.iter().any(|f| f.as_str().is_some_and(|f| f.contains("online"))));
     assert!(std::fs::read_to_string(dir.join("plot.svg")).expect("plot").contains("</svg>"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sketches_quick_run_matches_the_formulas() {
+    let out = tempfile::tempdir().expect("dir");
+    let (_, results) = quick_run("sketches", out.path()).await;
+    let bloom = results["parameters"]["bloom"]["points"].as_array().expect("bloom points");
+    let example = bloom.iter().find(|p| p["n"] == 1_000).expect("the catalogue's n = 1,000");
+    let (measured, formula) =
+        (example["measured"].as_f64().expect("rate"), example["formula"].as_f64().expect("rate"));
+    assert!((measured / formula - 1.0).abs() < 0.1, "{measured} vs {formula}");
+    for point in results["parameters"]["hyperloglog"]["points"].as_array().expect("hll points") {
+        let rms = point["rms"].as_f64().expect("rms");
+        // 1.04/√16384 = 0.81%, with room for 20 trials' sampling error.
+        assert!(rms < 0.0081 * 1.5, "{point}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_quick_run_orders_the_modes_by_write_amplification() {
+    let out = tempfile::tempdir().expect("dir");
+    let (_, results) = quick_run("fanout", out.path()).await;
+    let rows = results["rows"].as_array().expect("rows");
+    let cell = |row: &serde_json::Value, i: usize| row[i].as_str().expect("cell").to_owned();
+    let by_mode = |mode: &str| {
+        rows.iter().find(|r| cell(r, 0) == mode).unwrap_or_else(|| panic!("no {mode} row"))
+    };
+    let amp = |mode: &str| cell(by_mode(mode), 3).parse::<f64>().expect("entries/post");
+    assert_eq!(amp("pull"), 0.0, "pull writes no feed entry");
+    assert!(amp("push") > amp("hybrid T=300") && amp("hybrid T=300") > amp("hybrid T=30"));
+    for row in rows {
+        assert!(cell(row, 1).parse::<u64>().expect("posts") >= 500, "{row}");
+        assert!(!cell(row, 8).contains("failed"), "every read answered: {row}");
+    }
+}
