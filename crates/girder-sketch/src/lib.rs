@@ -19,7 +19,9 @@
 //! **Trade-off.** Answers are approximate (a Bloom filter's "present" is wrong with a
 //! tunable probability, a Count-Min count is high by up to a fraction of the whole
 //! stream, a HyperLogLog count is off by a relative error) and the memory is chosen
-//! up front from the error wanted. No sketch allocates per insert or query.
+//! up front from the error wanted. No sketch allocates per insert or query, except that
+//! a Space-Saving summary stores the bytes of the keys it monitors (reusing an evicted
+//! key's buffers once full).
 //!
 //! ```
 //! use girder_sketch::bloom::{BloomConfig, BloomFilter};
