@@ -27,6 +27,7 @@
 //! use girder_sketch::bloom::{BloomConfig, BloomFilter};
 //! use girder_sketch::count_min::{CountMinConfig, CountMinSketch};
 //! use girder_sketch::hyperloglog::HyperLogLog;
+//! use girder_sketch::topk::SpaceSaving;
 //!
 //! let mut seen = BloomFilter::new(&BloomConfig::new(10_000, 0.01))?;
 //! seen.insert("https://example.com/a");
@@ -43,6 +44,11 @@
 //!     visitors.add(user);
 //! }
 //! assert_eq!(visitors.count(), 2);
+//!
+//! let mut trending = SpaceSaving::with_error(0.01)?; // 100 keys, error ≤ 1% of N
+//! trending.add("video:7", 5);
+//! trending.add("video:9", 2);
+//! assert_eq!(trending.top(1)[0].key, b"video:7");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
