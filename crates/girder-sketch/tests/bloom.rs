@@ -1,6 +1,8 @@
 //! The Bloom filter against an exact set: no false negatives, union, the serialized
 //! form, and the catalogue's false-positive rate measured against its formula.
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use girder_sketch::DecodeError;
@@ -27,26 +29,8 @@ fn filter_of(keys: &BTreeSet<Vec<u8>>, layout: Layout, seed: u64) -> BloomFilter
     f
 }
 
-/// Frames `payload` as a Bloom filter the way `to_bytes` does, with a valid checksum,
-/// so the field checks behind the checksum are reached.
 fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut b = b"GSKT\x01\x01".to_vec();
-    b.extend_from_slice(payload);
-    let crc = crc32c(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// CRC-32C (Castagnoli, reflected), bit by bit: an independent check of the frame.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    common::framed(1, payload)
 }
 
 proptest! {
@@ -171,7 +155,7 @@ fn malformed_frames_get_their_own_errors() {
 
 fn framed_raw(body: &[u8]) -> Vec<u8> {
     let mut b = body.to_vec();
-    let crc = crc32c(&b);
+    let crc = common::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
     b
 }

@@ -2,6 +2,8 @@
 //! conservative), merge equals the sketch of the concatenated stream, the error bound
 //! holds, and the serialized form refuses malformed bytes.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use girder_sketch::DecodeError;
@@ -31,23 +33,7 @@ fn exact(stream: &[(u16, u64)]) -> BTreeMap<u16, u64> {
 }
 
 fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut b = b"GSKT\x02\x01".to_vec();
-    b.extend_from_slice(payload);
-    let crc = crc32c(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// CRC-32C (Castagnoli, reflected), bit by bit.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    common::framed(2, payload)
 }
 
 proptest! {

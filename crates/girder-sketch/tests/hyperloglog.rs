@@ -2,6 +2,8 @@
 //! errors from tiny to large cardinalities, merge is the sketch of the union, and the
 //! serialized form refuses malformed bytes.
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use girder_sketch::hyperloglog::HyperLogLog;
@@ -20,23 +22,7 @@ fn sketch_of(keys: &[u32], precision: u8) -> HyperLogLog {
 }
 
 fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut b = b"GSKT\x03\x01".to_vec();
-    b.extend_from_slice(payload);
-    let crc = crc32c(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// CRC-32C (Castagnoli, reflected), bit by bit.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    common::framed(3, payload)
 }
 
 proptest! {

@@ -2,6 +2,8 @@
 //! error range, every key above `N/m` is monitored, before and after merges; the recall
 //! of the top 100 on a Zipf stream; the serialized form refuses malformed bytes.
 
+mod common;
+
 use std::collections::HashMap;
 
 use girder_sketch::DecodeError;
@@ -65,23 +67,7 @@ fn check_guarantee(s: &SpaceSaving, exact: &HashMap<u16, u64>) -> Result<(), Tes
 }
 
 fn framed(payload: &[u8]) -> Vec<u8> {
-    let mut b = b"GSKT\x04\x01".to_vec();
-    b.extend_from_slice(payload);
-    let crc = crc32c(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// CRC-32C (Castagnoli, reflected), bit by bit.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    common::framed(4, payload)
 }
 
 proptest! {
