@@ -13,6 +13,7 @@ use std::time::Duration;
 use girder_core::services::{Service, require};
 use girder_sql::replica::{Health, PrimaryBecause, ReadRouter, ReplicaConfig, Served, WriteToken};
 use girder_sql::{Db, PoolConfig};
+use girder_testkit::replica::Paused;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -140,54 +141,6 @@ fn value_of(id: i64) -> String {
 /// Asserts that where the router says a read ran is where it ran.
 fn check_served(served: Served, in_recovery: bool) {
     assert_eq!(matches!(served, Served::Replica(_)), in_recovery, "{served:?}");
-}
-
-/// Replay paused on the replica until dropped: the guard resumes it even when an
-/// assertion fails, so one failed test cannot leave the replica behind for the rest.
-struct Paused {
-    url: String,
-}
-
-impl Paused {
-    async fn new(replica: &PgPool, url: &str) -> Self {
-        let guard = Self { url: url.to_owned() };
-        sqlx::query("SELECT pg_wal_replay_pause()").execute(replica).await.expect("pause");
-        // The request takes effect at the next record boundary; wait for it, bounded.
-        for _ in 0..1_000 {
-            let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
-                .fetch_one(replica)
-                .await
-                .expect("pause state");
-            if state == "paused" {
-                return guard;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("replay did not pause");
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        // Drop cannot await, and may run while the test's runtime unwinds: resume on a
-        // thread with its own runtime, and wait for it.
-        let resumed = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let pool = PgPoolOptions::new().max_connections(1).connect(&url).await?;
-                sqlx::query("SELECT pg_wal_replay_resume()").execute(&pool).await?;
-                pool.close().await;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        match resumed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("resuming replay on {}: {e}", self.url),
-            Err(_) => eprintln!("resuming replay on {}: the thread panicked", self.url),
-        }
-    }
 }
 
 /// Writes rows `ids` through the router, each then read back with its token, from

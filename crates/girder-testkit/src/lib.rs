@@ -8,5 +8,6 @@ pub mod backends;
 pub mod cache;
 pub mod id;
 pub mod lease;
+pub mod replica;
 pub mod reservation;
 pub mod version;

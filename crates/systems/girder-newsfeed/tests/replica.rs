@@ -14,50 +14,8 @@ use girder_sql::replica::{ReadRouter, ReplicaConfig};
 use girder_sql::{Db, PoolConfig};
 use girder_system::Context;
 use girder_testkit::backends::TestDb;
-use sqlx::PgPool;
+use girder_testkit::replica::Paused;
 use sqlx::postgres::PgPoolOptions;
-
-/// Replay paused on the replica until dropped (resumed even when an assertion fails).
-struct Paused {
-    url: String,
-}
-
-impl Paused {
-    async fn new(replica: &PgPool, url: &str) -> Self {
-        let guard = Self { url: url.to_owned() };
-        sqlx::query("SELECT pg_wal_replay_pause()").execute(replica).await.expect("pause");
-        for _ in 0..1_000 {
-            let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
-                .fetch_one(replica)
-                .await
-                .expect("pause state");
-            if state == "paused" {
-                return guard;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("replay did not pause");
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let resumed = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let pool = PgPoolOptions::new().max_connections(1).connect(&url).await?;
-                sqlx::query("SELECT pg_wal_replay_resume()").execute(&pool).await?;
-                pool.close().await;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if !matches!(resumed, Ok(Ok(()))) {
-            eprintln!("resuming replay on {} failed", self.url);
-        }
-    }
-}
 
 async fn feed_ids(feed: &NewsFeed, reader: &str) -> Vec<i64> {
     let page = feed.feed(reader, Some(i64::MAX), 50).await.expect("feed");
