@@ -54,6 +54,9 @@ pub fn migrations() -> girder_sql::migrate::Migrations {
     }
 }
 
+/// Owners whose feeds live on one shard, with that shard's database.
+type ShardGroup<'d, 'o> = (ShardId, &'d Db, Vec<&'o str>);
+
 /// Most rows one multi-row insert writes (keeps PostgreSQL's bind count in range).
 const INSERT_ROWS_MAX: usize = 500;
 
@@ -112,16 +115,7 @@ impl Feeds {
         post_id: i64,
         author: &str,
     ) -> Result<(), FeedError> {
-        let mut by_shard: std::collections::BTreeMap<ShardId, Vec<&str>> = Default::default();
-        for owner in owners {
-            by_shard.entry(self.shard_of(owner)?.0).or_default().push(owner);
-        }
-        for (shard, owners) in by_shard {
-            let (_, db) = self
-                .router
-                .shards()
-                .find(|(id, _)| *id == shard)
-                .ok_or(RouterError::Missing(shard))?;
+        for (shard, db, owners) in self.by_shard(owners)? {
             for chunk in owners.chunks(INSERT_ROWS_MAX) {
                 let values: Vec<String> =
                     (0..chunk.len()).map(|i| format!("(${}, $1, $2)", i + 3)).collect();
@@ -179,28 +173,50 @@ impl Feeds {
         Ok(rows.into_iter().map(|(post_id, author)| Entry { post_id, author }).collect())
     }
 
-    /// Removes `post_id` from each of `owners`' feeds.
+    /// Removes `post_id` from each of `owners`' feeds: one statement per shard touched.
     ///
     /// # Errors
     /// A shard failed.
     pub async fn remove_post(&self, owners: &[String], post_id: i64) -> Result<u64, FeedError> {
         let mut removed = 0;
-        for owner in owners {
-            let (shard, db) = self.shard_of(owner)?;
-            let result: Result<u64, sqlx::Error> = async {
-                Ok(on_db!(db, |pool| {
-                    sqlx::query("DELETE FROM nf_feed WHERE owner = $1 AND post_id = $2")
-                        .bind(owner.as_str())
-                        .bind(post_id)
-                        .execute(pool)
-                        .await?
-                        .rows_affected()
-                }))
+        for (shard, db, owners) in self.by_shard(owners)? {
+            for chunk in owners.chunks(INSERT_ROWS_MAX) {
+                let placeholders: Vec<String> =
+                    (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "DELETE FROM nf_feed WHERE post_id = $1 AND owner IN ({})",
+                    placeholders.join(", ")
+                );
+                let result: Result<u64, sqlx::Error> = async {
+                    Ok(on_db!(db, |pool| {
+                        let mut query = sqlx::query(&sql).bind(post_id);
+                        for owner in chunk {
+                            query = query.bind(*owner);
+                        }
+                        query.execute(pool).await?.rows_affected()
+                    }))
+                }
+                .await;
+                removed +=
+                    result.map_err(|source| FeedError::Database { shard: shard.0, source })?;
             }
-            .await;
-            removed += result.map_err(|source| FeedError::Database { shard: shard.0, source })?;
         }
         Ok(removed)
+    }
+
+    /// `owners` grouped by the shard holding their feeds, with that shard's database.
+    fn by_shard<'a>(&self, owners: &'a [String]) -> Result<Vec<ShardGroup<'_, 'a>>, FeedError> {
+        let mut groups: std::collections::BTreeMap<ShardId, Vec<&'a str>> = Default::default();
+        for owner in owners {
+            groups.entry(self.shard_of(owner)?.0).or_default().push(owner);
+        }
+        groups
+            .into_iter()
+            .map(|(shard, owners)| {
+                let db = self.router.backend(shard).ok_or(RouterError::Missing(shard))?;
+                Ok((shard, db, owners))
+            })
+            .collect()
     }
 
     /// Removes `author`'s entries from `owner`'s feed (after an unfollow).
