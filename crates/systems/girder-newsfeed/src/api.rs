@@ -520,7 +520,7 @@ async fn list_users(
     get,
     path = "/api/newsfeed/users/{id}",
     tag = "newsfeed",
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = String, Path, description = "User id: 1–128 characters of `A-Z a-z 0-9 . _ @ : -`", pattern = r"^[A-Za-z0-9._@:-]{1,128}$")),
     responses(
         (status = 200, description = "The user", body = UserView),
         (status = 404, description = "Unknown user", body = Problem, content_type = "application/problem+json"),
@@ -541,7 +541,7 @@ async fn get_user(
     get,
     path = "/api/newsfeed/users/{id}/posts",
     tag = "newsfeed",
-    params(("id" = String, Path, description = "User id"), PageQuery),
+    params(("id" = String, Path, description = "User id: 1–128 characters of `A-Z a-z 0-9 . _ @ : -`", pattern = r"^[A-Za-z0-9._@:-]{1,128}$"), PageQuery),
     responses(
         (status = 200, description = "A page of posts", body = PostPage),
         (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
@@ -576,7 +576,7 @@ async fn user_posts(
     put,
     path = "/api/newsfeed/follows/{id}",
     tag = "newsfeed",
-    params(("id" = String, Path, description = "The user to follow")),
+    params(("id" = String, Path, description = "The user to follow: 1–128 characters of `A-Z a-z 0-9 . _ @ : -`", pattern = r"^[A-Za-z0-9._@:-]{1,128}$")),
     responses(
         (status = 200, description = "Following", body = FollowView),
         (status = 404, description = "Unknown user", body = Problem, content_type = "application/problem+json"),
@@ -609,7 +609,7 @@ async fn follow(
     delete,
     path = "/api/newsfeed/follows/{id}",
     tag = "newsfeed",
-    params(("id" = String, Path, description = "The user to unfollow")),
+    params(("id" = String, Path, description = "The user to unfollow: 1–128 characters of `A-Z a-z 0-9 . _ @ : -`", pattern = r"^[A-Za-z0-9._@:-]{1,128}$")),
     responses(
         (status = 204, description = "Not following"),
         (status = 422, description = "Malformed user id", body = Problem, content_type = "application/problem+json"),
