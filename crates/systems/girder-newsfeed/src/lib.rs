@@ -466,7 +466,7 @@ impl NewsFeed {
     /// stored, the sweeper fans it out later.
     pub async fn post(&self, author: &str, body: &str) -> Result<Post, FeedOpError> {
         let now = self.now_ms();
-        self.graph.touch_user(author, now).await?;
+        self.touch(author).await?;
         let followers = self.graph.user(author).await?.map_or(0, |u| u.followers);
         let mode =
             if followers >= self.config.push_threshold { Fanout::Pull } else { Fanout::Push };
@@ -510,7 +510,7 @@ impl NewsFeed {
         followee: &str,
     ) -> Result<FollowOutcome, FeedOpError> {
         let now = self.now_ms();
-        self.graph.touch_user(follower, now).await?;
+        self.touch(follower).await?;
         let change = self.graph.follow(follower, followee, now).await?;
         self.wrote(follower).await;
         let outcome = match change {
