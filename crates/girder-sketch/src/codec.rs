@@ -26,6 +26,8 @@ pub(crate) enum Kind {
     CountMin = 2,
     HyperLogLog = 3,
     TopK = 4,
+    CountingBloom = 5,
+    ScalableBloom = 6,
 }
 
 /// Builds one frame.

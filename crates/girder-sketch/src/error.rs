@@ -40,6 +40,19 @@ pub enum MergeError {
     ShapeMismatch(&'static str),
 }
 
+/// Why a key could not be added to a growing sketch. The sketch is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum InsertError {
+    /// A scalable Bloom filter needed a new stage and may not add one: it already has
+    /// its configured maximum of stages, or the next stage would exceed the size limit.
+    #[error("the filter is full: {stages} stages, the next would exceed its limits")]
+    Full {
+        /// The stages the filter has.
+        stages: u32,
+    },
+}
+
 /// Why bytes could not be read back as a sketch.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]

@@ -74,4 +74,4 @@ pub mod count_min;
 pub mod hyperloglog;
 pub mod topk;
 
-pub use error::{DecodeError, MergeError, ParamError};
+pub use error::{DecodeError, InsertError, MergeError, ParamError};

@@ -7,7 +7,11 @@
 //!
 //! **Trade-off.** Memory is fixed at construction and the rate is only met while no
 //! more than the expected number of keys are inserted; past that it climbs. Keys cannot
-//! be removed or listed. The two layouts trade rate for speed:
+//! be removed or listed. Two variants lift one limit each, at a price:
+//! [`CountingBloomFilter`] (4-bit counters: keys can be removed, for 4× the memory) and
+//! [`ScalableBloomFilter`] (stages added as keys arrive: no `n` up front, the rate still
+//! at most `p`, for more memory than a filter sized in advance). The two layouts trade
+//! rate for speed:
 //! - [`Layout::Classic`] spreads a key's `k` bits over the whole array: the formula
 //!   holds, but a query touches up to `k` cache lines.
 //! - [`Layout::Blocked`] puts all `k` bits of a key in one 64-byte block (512 bits)
@@ -22,6 +26,12 @@
 //! The `k` positions come from one XXH3-128 by double hashing (Kirsch–Mitzenmacher,
 //! `g_i = h1 + i·h2`), which keeps the asymptotic rate of `k` independent hashes; no
 //! allocation happens per insert or query.
+
+mod counting;
+mod scalable;
+
+pub use counting::{COUNTER_MAX, CountingBloomConfig, CountingBloomFilter};
+pub use scalable::{GROWTH_MAX, STAGES_MAX, ScalableBloomConfig, ScalableBloomFilter};
 
 use crate::codec::{self, Kind, Reader, Writer};
 use crate::error::{DecodeError, MergeError, ParamError};
@@ -121,6 +131,57 @@ pub fn expected_false_positive_rate_blocked(bits: u64, hashes: u32, items: u64) 
     (rate / mass).min(1.0)
 }
 
+/// The shape `(bits, hashes)` a filter sized from `config` gets: the optimum for
+/// `(n, p)`, and for the blocked layout grown until its own formula meets `p` (see
+/// the module docs). Computed without allocating, so decoders can check a stored
+/// shape against its config before trusting it.
+pub(crate) fn optimal_shape(config: &BloomConfig) -> Result<(u64, u32), ParamError> {
+    let n = config.items_expected;
+    let p = config.false_positive_rate;
+    if !(p > 0.0 && p < 1.0) {
+        return Err(ParamError::Probability { name: "false_positive_rate", value: p });
+    }
+    if n == 0 {
+        return Err(ParamError::OutOfRange {
+            name: "items_expected",
+            value: 0,
+            min: 1,
+            max: u64::MAX,
+        });
+    }
+    let ln2 = std::f64::consts::LN_2;
+    let bits_f = (-(n as f64) * p.ln() / (ln2 * ln2)).ceil();
+    let unit = match config.layout {
+        Layout::Classic => 64.0,
+        Layout::Blocked => BLOCK_BITS as f64,
+    };
+    let mut bits_f = (bits_f / unit).ceil() * unit;
+    let too_big = |bits_f: f64| ParamError::OutOfRange {
+        name: "bits",
+        value: bits_f as u64, // saturates
+        min: 1,
+        max: BITS_MAX,
+    };
+    if bits_f > BITS_MAX as f64 {
+        return Err(too_big(bits_f));
+    }
+    // The optimum for the bits actually used (slightly more than asked for).
+    let hashes_for =
+        |bits: f64| (bits / n as f64 * ln2).round().clamp(1.0, f64::from(HASHES_MAX)) as u32;
+    if config.layout == Layout::Blocked {
+        // Blocks fill unevenly, so the classic size misses the target; grow by
+        // steps of ~3% until the blocked layout's own formula meets it. The rate
+        // falls geometrically with size, so this ends within a few dozen steps.
+        while expected_false_positive_rate_blocked(bits_f as u64, hashes_for(bits_f), n) > p {
+            bits_f = (bits_f * 1.03 / unit).ceil() * unit;
+            if bits_f > BITS_MAX as f64 {
+                return Err(too_big(bits_f));
+            }
+        }
+    }
+    Ok((bits_f as u64, hashes_for(bits_f)))
+}
+
 /// `ln(n!)`: summed exactly below 32, Stirling's series (error < 1e-12) above.
 fn ln_factorial(n: u64) -> f64 {
     if n < 32 {
@@ -144,50 +205,8 @@ pub struct BloomFilter {
 impl BloomFilter {
     /// A filter sized from `(n, p)` with the optimal number of bits and hashes.
     pub fn new(config: &BloomConfig) -> Result<Self, ParamError> {
-        let n = config.items_expected;
-        let p = config.false_positive_rate;
-        if !(p > 0.0 && p < 1.0) {
-            return Err(ParamError::Probability { name: "false_positive_rate", value: p });
-        }
-        if n == 0 {
-            return Err(ParamError::OutOfRange {
-                name: "items_expected",
-                value: 0,
-                min: 1,
-                max: u64::MAX,
-            });
-        }
-        let ln2 = std::f64::consts::LN_2;
-        let bits_f = (-(n as f64) * p.ln() / (ln2 * ln2)).ceil();
-        let unit = match config.layout {
-            Layout::Classic => 64.0,
-            Layout::Blocked => BLOCK_BITS as f64,
-        };
-        let mut bits_f = (bits_f / unit).ceil() * unit;
-        let too_big = |bits_f: f64| ParamError::OutOfRange {
-            name: "bits",
-            value: bits_f as u64, // saturates
-            min: 1,
-            max: BITS_MAX,
-        };
-        if bits_f > BITS_MAX as f64 {
-            return Err(too_big(bits_f));
-        }
-        // The optimum for the bits actually used (slightly more than asked for).
-        let hashes_for =
-            |bits: f64| (bits / n as f64 * ln2).round().clamp(1.0, f64::from(HASHES_MAX)) as u32;
-        if config.layout == Layout::Blocked {
-            // Blocks fill unevenly, so the classic size misses the target; grow by
-            // steps of ~3% until the blocked layout's own formula meets it. The rate
-            // falls geometrically with size, so this ends within a few dozen steps.
-            while expected_false_positive_rate_blocked(bits_f as u64, hashes_for(bits_f), n) > p {
-                bits_f = (bits_f * 1.03 / unit).ceil() * unit;
-                if bits_f > BITS_MAX as f64 {
-                    return Err(too_big(bits_f));
-                }
-            }
-        }
-        Self::with_shape(bits_f as u64, hashes_for(bits_f), config.layout, config.seed)
+        let (bits, hashes) = optimal_shape(config)?;
+        Self::with_shape(bits, hashes, config.layout, config.seed)
     }
 
     /// A filter of exactly `bits` bits and `hashes` hashes. A blocked filter's `bits`
@@ -208,12 +227,16 @@ impl BloomFilter {
     /// when the key was certainly not in the filter before.
     pub fn insert(&mut self, key: impl AsRef<[u8]>) -> bool {
         let (h1, h2) = hash_pair(key.as_ref(), self.seed);
+        self.insert_hashed(h1, h2)
+    }
+
+    /// [`BloomFilter::insert`] for a key already hashed with this filter's seed.
+    pub(crate) fn insert_hashed(&mut self, h1: u64, h2: u64) -> bool {
         let mut was_absent = false;
         match self.layout {
             Layout::Classic => {
-                for i in 0..u64::from(self.hashes) {
-                    let bit = reduce(h1.wrapping_add(i.wrapping_mul(h2)), self.bits);
-                    was_absent |= set_bit(&mut self.words, bit);
+                for i in 0..self.hashes {
+                    was_absent |= set_bit(&mut self.words, classic_position(h1, h2, i, self.bits));
                 }
             }
             Layout::Blocked => {
@@ -233,11 +256,14 @@ impl BloomFilter {
     /// about the filter's false-positive rate.
     pub fn contains(&self, key: impl AsRef<[u8]>) -> bool {
         let (h1, h2) = hash_pair(key.as_ref(), self.seed);
+        self.contains_hashed(h1, h2)
+    }
+
+    /// [`BloomFilter::contains`] for a key already hashed with this filter's seed.
+    pub(crate) fn contains_hashed(&self, h1: u64, h2: u64) -> bool {
         match self.layout {
-            Layout::Classic => (0..u64::from(self.hashes)).all(|i| {
-                let bit = reduce(h1.wrapping_add(i.wrapping_mul(h2)), self.bits);
-                get_bit(&self.words, bit)
-            }),
+            Layout::Classic => (0..self.hashes)
+                .all(|i| get_bit(&self.words, classic_position(h1, h2, i, self.bits))),
             Layout::Blocked => {
                 let base = self.block_base(h1);
                 let block = &self.words[base..base + BLOCK_WORDS];
@@ -383,6 +409,14 @@ fn check_shape(
         return Err(("bits (a multiple of 512 for the blocked layout)", bits, min, BITS_MAX));
     }
     Ok(())
+}
+
+/// The `i`-th of a key's `k` positions in `0..m` for the classic layout (and the
+/// counting filter, whose counters sit where a classic filter's bits would):
+/// `g_i = h1 + i·h2`, reduced by multiply-shift.
+#[inline]
+pub(crate) fn classic_position(h1: u64, h2: u64, i: u32, m: u64) -> u64 {
+    reduce(h1.wrapping_add(u64::from(i).wrapping_mul(h2)), m)
 }
 
 /// The next position source inside a block: one xorshift64 step, whose top 9 bits
