@@ -77,7 +77,7 @@ impl<A: StateCodec, B: StateCodec> StateCodec for (A, B) {
 /// accumulators (session windows merge when they meet). Both must be deterministic:
 /// replaying the same events from a checkpoint gives the same accumulator, which is
 /// what makes an upserting sink's effect exactly-once.
-pub trait Aggregate: Send + Sync {
+pub trait Aggregate: Clone + Send + Sync + 'static {
     /// One event's contribution.
     type Input;
     /// The running value of one key's window.

@@ -32,7 +32,11 @@
 
 pub mod aggregate;
 mod error;
+pub mod log;
+pub mod memory;
 pub mod operator;
+pub mod runner;
+pub mod source;
 pub mod window;
 
 pub use aggregate::{Aggregate, Count, StateCodec, Sum};
@@ -40,4 +44,5 @@ pub use error::{ConfigError, StateError};
 pub use operator::{
     Emission, EmissionKind, EmitPolicy, OperatorConfig, OperatorStats, Rejected, WindowOperator,
 };
+pub use source::{Source, SourceError, SourceRecord, partition_of};
 pub use window::{EventTime, Window, WindowSpec};
