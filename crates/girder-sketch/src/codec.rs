@@ -13,7 +13,7 @@ use crate::error::DecodeError;
 
 /// The first four bytes of every serialized sketch.
 pub(crate) const MAGIC: [u8; 4] = *b"GSKT";
-/// The one format version written and read so far.
+/// The format version of every sketch that has had one format so far.
 pub(crate) const VERSION: u8 = 1;
 const HEADER_LEN: usize = 6;
 const CHECKSUM_LEN: usize = 4;
@@ -37,10 +37,16 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(kind: Kind, payload_len: usize) -> Self {
+        Self::with_version(kind, VERSION, payload_len)
+    }
+
+    /// A frame in another format version than [`VERSION`], for a sketch whose payload
+    /// changed.
+    pub(crate) fn with_version(kind: Kind, version: u8, payload_len: usize) -> Self {
         let mut buf = Vec::with_capacity(HEADER_LEN + payload_len + CHECKSUM_LEN);
         buf.extend_from_slice(&MAGIC);
         buf.push(kind as u8);
-        buf.push(VERSION);
+        buf.push(version);
         Self { buf }
     }
 
@@ -75,6 +81,16 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Checks magic, checksum, kind and version; the reader then yields the payload.
     pub(crate) fn open(bytes: &'a [u8], kind: Kind) -> Result<Self, DecodeError> {
+        Self::open_versions(bytes, kind, &[VERSION]).map(|(reader, _)| reader)
+    }
+
+    /// [`Reader::open`] for a sketch with several formats: any of `versions` is
+    /// accepted, and returned with the reader.
+    pub(crate) fn open_versions(
+        bytes: &'a [u8],
+        kind: Kind,
+        versions: &[u8],
+    ) -> Result<(Self, u8), DecodeError> {
         let needed = HEADER_LEN + CHECKSUM_LEN;
         if bytes.len() < needed {
             return Err(DecodeError::TooShort { needed, got: bytes.len() });
@@ -91,10 +107,10 @@ impl<'a> Reader<'a> {
         if body[4] != kind as u8 {
             return Err(DecodeError::WrongKind { expected: kind as u8, found: body[4] });
         }
-        if body[5] != VERSION {
+        if !versions.contains(&body[5]) {
             return Err(DecodeError::UnsupportedVersion(body[5]));
         }
-        Ok(Self { payload: &body[HEADER_LEN..] })
+        Ok((Self { payload: &body[HEADER_LEN..] }, body[5]))
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {

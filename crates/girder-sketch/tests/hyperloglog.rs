@@ -1,11 +1,13 @@
 //! HyperLogLog against exact distinct counts: the error stays within a few standard
-//! errors from tiny to large cardinalities, merge is the sketch of the union, and the
-//! serialized form refuses malformed bytes.
+//! errors from tiny to large cardinalities, merge is the sketch of the union (across
+//! sparse and dense forms), the sparse and dense paths hold the same registers, and
+//! the serialized form (both versions) refuses malformed bytes.
 
 mod common;
 
 use std::collections::BTreeSet;
 
+use girder_sketch::DecodeError;
 use girder_sketch::hyperloglog::HyperLogLog;
 use proptest::prelude::*;
 
@@ -25,6 +27,26 @@ fn framed(payload: &[u8]) -> Vec<u8> {
     common::framed(3, payload)
 }
 
+fn framed_v2(payload: &[u8]) -> Vec<u8> {
+    common::framed_version(3, 2, payload)
+}
+
+fn dense_of(keys: &[u32], precision: u8) -> HyperLogLog {
+    let mut h = HyperLogLog::new_dense(precision, 3).expect("valid precision");
+    for k in keys {
+        h.add(k.to_le_bytes());
+    }
+    h
+}
+
+/// A v1 frame (one byte per register) holding `h`'s registers.
+fn v1_frame(h: &HyperLogLog) -> Vec<u8> {
+    let mut p = vec![h.precision()];
+    p.extend_from_slice(&3u64.to_le_bytes());
+    p.extend_from_slice(&h.registers());
+    framed(&p)
+}
+
 proptest! {
     #[test]
     fn merge_is_the_sketch_of_the_union(a in keys(), b in keys(), precision in 4..=12u8) {
@@ -32,6 +54,100 @@ proptest! {
         merged.merge(&sketch_of(&b, precision)).expect("same shape");
         let both: Vec<u32> = a.iter().chain(&b).copied().collect();
         prop_assert_eq!(merged, sketch_of(&both, precision));
+    }
+
+    #[test]
+    fn sparse_and_dense_paths_hold_the_same_registers(keys in keys(), precision in 4..=14u8) {
+        let sparse = sketch_of(&keys, precision);
+        let dense = dense_of(&keys, precision);
+        prop_assert!(!dense.is_sparse());
+        prop_assert_eq!(sparse.registers(), dense.registers());
+        prop_assert_eq!(sparse.estimate().to_bits(), dense.estimate().to_bits());
+        prop_assert_eq!(&sparse, &dense);
+        // And the registers are those of the definition: register = top p bits of the
+        // hash, rank = leading zeros of the rest plus one, maximum over the keys.
+        let mut model = vec![0u8; 1 << precision];
+        let mut by_hash = HyperLogLog::new(precision, 3).expect("valid precision");
+        for (i, k) in keys.iter().enumerate() {
+            let h = xxhash_rust::xxh3::xxh3_64_with_seed(&k.to_le_bytes(), 3);
+            let index = (h >> (64 - precision)) as usize;
+            let rest = h << precision;
+            let rank = if rest == 0 { 65 - precision } else { rest.leading_zeros() as u8 + 1 };
+            model[index] = model[index].max(rank);
+            by_hash.add_hash(h);
+            if i % 97 == 0 {
+                prop_assert_eq!(&by_hash.registers(), &model);
+            }
+        }
+        prop_assert_eq!(sparse.registers(), model);
+    }
+
+    #[test]
+    fn merge_across_forms_is_the_sketch_of_the_union(
+        a in keys(),
+        b in keys(),
+        precision in 4..=12u8,
+        a_dense in any::<bool>(),
+        b_dense in any::<bool>(),
+    ) {
+        let of = |keys: &[u32], dense: bool| {
+            if dense { dense_of(keys, precision) } else { sketch_of(keys, precision) }
+        };
+        let mut merged = of(&a, a_dense);
+        merged.merge(&of(&b, b_dense)).expect("same shape");
+        let both: Vec<u32> = a.iter().chain(&b).copied().collect();
+        let union = sketch_of(&both, precision);
+        prop_assert_eq!(merged.registers(), union.registers());
+        prop_assert_eq!(&merged, &union);
+        // Two sparse sketches stay sparse exactly when the union would.
+        if !a_dense && !b_dense {
+            prop_assert_eq!(merged.is_sparse(), union.is_sparse());
+        }
+    }
+
+    #[test]
+    fn both_forms_round_trip_and_v1_still_reads(keys in keys(), precision in 4..=16u8, dense in any::<bool>()) {
+        let h = if dense { dense_of(&keys, precision) } else { sketch_of(&keys, precision) };
+        let back = HyperLogLog::from_bytes(&h.to_bytes()).expect("own bytes");
+        prop_assert_eq!(back.is_sparse(), h.is_sparse());
+        prop_assert_eq!(&back, &h);
+        prop_assert_eq!(HyperLogLog::from_bytes(&v1_frame(&h)), Ok(h));
+    }
+
+    #[test]
+    fn arbitrary_v2_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(h) = HyperLogLog::from_bytes(&framed_v2(&bytes)) {
+            prop_assert_eq!(HyperLogLog::from_bytes(&h.to_bytes()), Ok(h));
+        }
+    }
+
+    #[test]
+    fn plausible_sparse_payloads_never_panic(
+        precision in 3..8u8,
+        claimed in 0..40u32,
+        entries in proptest::collection::vec((0..300u32, 0..64u32), 0..40),
+        sorted in any::<bool>(),
+    ) {
+        // Sparse payloads near valid ones: entries in and out of range, in and out of
+        // order, with counts that match or not.
+        let mut entries: Vec<u32> = entries.iter().map(|(i, r)| i << 6 | r).collect();
+        if sorted {
+            entries.sort_unstable();
+            entries.dedup_by_key(|e| *e >> 6);
+        }
+        let mut p = vec![precision];
+        p.extend_from_slice(&3u64.to_le_bytes());
+        p.push(1);
+        p.extend_from_slice(&claimed.to_le_bytes());
+        for e in &entries {
+            p.extend_from_slice(&e.to_le_bytes());
+        }
+        if let Ok(h) = HyperLogLog::from_bytes(&framed_v2(&p)) {
+            prop_assert_eq!(h.precision(), precision);
+            prop_assert_eq!(claimed as usize, entries.len());
+            prop_assert!(h.estimate() >= 0.0);
+            prop_assert_eq!(HyperLogLog::from_bytes(&h.to_bytes()), Ok(h));
+        }
     }
 
     #[test]
@@ -76,14 +192,79 @@ proptest! {
     }
 
     #[test]
-    fn damaged_bytes_are_refused(keys in keys(), at in any::<prop::sample::Index>(), flip in 1..=255u8) {
-        let mut bytes = sketch_of(&keys, 6).to_bytes();
+    fn damaged_bytes_are_refused(keys in keys(), dense in any::<bool>(), at in any::<prop::sample::Index>(), flip in 1..=255u8) {
+        let mut bytes = if dense { dense_of(&keys, 6) } else { sketch_of(&keys, 9) }.to_bytes();
         let i = at.index(bytes.len());
         bytes[i] ^= flip;
         prop_assert!(HyperLogLog::from_bytes(&bytes).is_err());
         let cut = at.index(bytes.len());
         prop_assert!(HyperLogLog::from_bytes(&bytes[..cut]).is_err());
     }
+}
+
+#[test]
+fn memory_at_p14_sparse_and_dense() {
+    // 100 keys at p = 14: sparse, 4 bytes a register (the list's capacity rounds up).
+    let mut h = HyperLogLog::new(14, 0).expect("valid precision");
+    for i in 0..100u32 {
+        h.add(i.to_le_bytes());
+    }
+    assert!(h.is_sparse());
+    assert!(h.memory_bytes() <= 512, "{} bytes", h.memory_bytes());
+    assert!(h.to_bytes().len() <= 24 + 400, "{} bytes serialized", h.to_bytes().len());
+    // Past 768 registers it is dense: 12,288 bytes, as serialized (plus 24 of frame).
+    for i in 100..2_000u32 {
+        h.add(i.to_le_bytes());
+    }
+    assert!(!h.is_sparse());
+    assert_eq!(h.memory_bytes(), 12_288);
+    assert_eq!(h.to_bytes().len(), 12_288 + 20);
+}
+
+#[test]
+fn malformed_v2_fields_get_their_own_errors() {
+    let check = |payload: &[u8], field: &str| {
+        let got = HyperLogLog::from_bytes(&framed_v2(payload));
+        assert!(
+            matches!(&got, Err(DecodeError::Invalid { field: f, .. }) if *f == field),
+            "{field}: {got:?}"
+        );
+    };
+    let header = |precision: u8, encoding: u8| {
+        let mut p = vec![precision];
+        p.extend_from_slice(&3u64.to_le_bytes());
+        p.push(encoding);
+        p
+    };
+    let sparse = |precision: u8, entries: &[u32]| {
+        let mut p = header(precision, 1);
+        p.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            p.extend_from_slice(&e.to_le_bytes());
+        }
+        p
+    };
+    check(&header(3, 0), "precision");
+    check(&header(8, 2), "encoding");
+    check(&sparse(8, &[5 << 6 | 1, 5 << 6 | 2]), "sparse order");
+    check(&sparse(8, &[6 << 6 | 1, 5 << 6 | 2]), "sparse order");
+    check(&sparse(8, &[256 << 6 | 1]), "sparse index");
+    check(&sparse(8, &[7 << 6]), "register");
+    check(&sparse(8, &[7 << 6 | 58]), "register");
+    let mut p = header(8, 1);
+    p.extend_from_slice(&257u32.to_le_bytes());
+    check(&p, "sparse entries");
+    // Dense: a packed register of 63 at p = 4 (the largest rank is 61).
+    let mut p = header(4, 0);
+    p.extend_from_slice(&[0xff; 12]);
+    check(&p, "register");
+    let mut p = header(4, 0);
+    p.extend_from_slice(&[0; 11]);
+    let got = HyperLogLog::from_bytes(&framed_v2(&p));
+    assert!(matches!(got, Err(DecodeError::Length { expected: 12, got: 11 })), "{got:?}");
+    // Versions other than 1 and 2.
+    let got = HyperLogLog::from_bytes(&common::framed_version(3, 3, &header(8, 0)));
+    assert!(matches!(got, Err(DecodeError::UnsupportedVersion(3))), "{got:?}");
 }
 
 #[test]
