@@ -37,6 +37,8 @@ pub mod memory;
 pub mod operator;
 pub mod runner;
 pub mod source;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod window;
 
 pub use aggregate::{Aggregate, Count, StateCodec, Sum};

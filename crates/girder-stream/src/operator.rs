@@ -165,6 +165,9 @@ struct Pane<K, A> {
     fired: bool,
 }
 
+/// One key's sessions, ordered by start.
+type Sessions<A> = Vec<(Window, Slot<A>)>;
+
 /// Keyed windowed aggregation on event time. See the [module docs](self).
 pub struct WindowOperator<K, G: Aggregate> {
     agg: G,
@@ -174,7 +177,7 @@ pub struct WindowOperator<K, G: Aggregate> {
     /// Tumbling and sliding windows: each window's slots by key.
     panes: BTreeMap<Window, Pane<K, G::Acc>>,
     /// Session windows: each key's sessions, ordered by start.
-    sessions: HashMap<K, Vec<(Window, Slot<G::Acc>)>, FixedState>,
+    sessions: HashMap<K, Sessions<G::Acc>, FixedState>,
     sessions_dirty: bool,
     retractions: Vec<Emission<K, G::Acc>>,
     slots: usize,
@@ -258,8 +261,8 @@ where
     /// caller's side output), [`Rejected::Full`] when the state is at its bound.
     pub fn process(&mut self, key: K, t: EventTime, input: &G::Input) -> Result<(), Rejected> {
         let result = match self.config.windows {
-            WindowSpec::Session { gap_ms } => self.process_session(key, t, gap_ms, input),
-            spec => self.process_aligned(&key, t, spec, input),
+            WindowSpec::Session { gap_ms } => self.process_session(&key, t, gap_ms, input),
+            spec => self.process_aligned(key, t, spec, input),
         };
         match result {
             Ok(()) => {
@@ -278,7 +281,7 @@ where
 
     fn process_aligned(
         &mut self,
-        key: &K,
+        key: K,
         t: EventTime,
         spec: WindowSpec,
         input: &G::Input,
@@ -288,7 +291,13 @@ where
         let mut late_added = false;
         let watermark = self.watermark;
         let lateness = self.config.allowed_lateness_ms;
+        // The key is moved into the last window's new slot and cloned for the others.
+        let mut owned = Some(key);
+        let mut windows = 0usize;
+        spec.assign(t, |_| windows += 1);
         spec.assign(t, |w| {
+            windows -= 1;
+            let Some(key) = owned.as_ref() else { return };
             if w.end.saturating_add(lateness) <= watermark {
                 return;
             }
@@ -305,7 +314,9 @@ where
                         return;
                     }
                     self.slots += 1;
-                    pane.slots.entry(key.clone()).or_insert(Slot {
+                    let key = if windows == 0 { owned.take() } else { owned.clone() };
+                    let Some(key) = key else { return };
+                    pane.slots.entry(key).or_insert(Slot {
                         acc: self.agg.init(),
                         dirty: false,
                         fired: false,
@@ -334,7 +345,7 @@ where
 
     fn process_session(
         &mut self,
-        key: K,
+        key: &K,
         t: EventTime,
         gap_ms: i64,
         input: &G::Input,
@@ -344,7 +355,7 @@ where
             return Err(Rejected::Late { watermark: self.watermark });
         }
         let late = opened.end <= self.watermark;
-        let sessions = match self.sessions.get_mut(&key) {
+        let sessions = match self.sessions.get_mut(key) {
             Some(s) => s,
             None => {
                 if self.slots >= self.config.slots_max {
