@@ -62,17 +62,33 @@
 //! Keys are byte strings hashed with XXH3, whose output is frozen, so sketches built
 //! in different processes (with the same seed) combine.
 //!
-//! Not yet: counting and scalable Bloom variants, HyperLogLog's sparse form,
-//! sharing through Redis, benchmarks against peer crates (so no measured speeds here
-//! yet).
+//! **Variants.** [`bloom::CountingBloomFilter`] can remove keys (4-bit counters, 4×
+//! the memory); [`bloom::ScalableBloomFilter`] grows by stages and keeps its rate at or
+//! below its target without knowing `n` up front. A HyperLogLog starts sparse (a few
+//! bytes per key) and turns dense (6-bit registers) by itself.
+//!
+//! **Sharing** (feature `redis`, async on the caller's tokio runtime):
+//! `redis::RedisHyperLogLog` counts with Redis's own `PFADD`/`PFCOUNT`/`PFMERGE`, and
+//! `redis::SharedSketch` shares any [`Mergeable`] sketch as per-instance sketches
+//! merged on read.
+//!
+//! Not yet: HLL++'s finer sparse precision (the sparse form is exactly as accurate as
+//! the dense one, no more); a union of scalable Bloom filters; Redis-module backends
+//! (RedisBloom's `BF.*`, `CMS.*`, `TOPK.*`); measured speeds of the counting and
+//! scalable filters and of sparse adds (BENCHMARKS.md measures the classic Bloom,
+//! dense HyperLogLog and Count-Min against peers).
 
 mod codec;
 mod error;
 mod hash;
+mod mergeable;
 
 pub mod bloom;
 pub mod count_min;
 pub mod hyperloglog;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod topk;
 
 pub use error::{DecodeError, InsertError, MergeError, ParamError};
+pub use mergeable::Mergeable;
