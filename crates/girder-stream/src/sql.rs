@@ -153,9 +153,14 @@ impl StreamStore {
     ///
     /// # Errors
     /// [`SqlStreamError::Fenced`] when the partition moved on; the database failed.
-    pub async fn renew(&self, partition: u32, epoch: u64, lease: Duration) -> Result<(), SqlStreamError> {
-        let until = now(&*self.clock)
-            .saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+    pub async fn renew(
+        &self,
+        partition: u32,
+        epoch: u64,
+        lease: Duration,
+    ) -> Result<(), SqlStreamError> {
+        let until =
+            now(&*self.clock).saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let rows = on_db!(&self.db, |pool| {
             sqlx::query(
                 "UPDATE girder_stream_partitions SET lease_until = $4 \
@@ -264,8 +269,8 @@ impl StreamStore {
     /// # Errors
     /// The database failed.
     pub async fn live_members(&self, ttl: Duration) -> Result<Vec<String>, SqlStreamError> {
-        let since = now(&*self.clock)
-            .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let since =
+            now(&*self.clock).saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let members: Vec<String> = on_db!(&self.db, |pool| {
             sqlx::query_scalar(
                 "SELECT member FROM girder_stream_members WHERE pipeline = $1 AND seen_at >= $2 \
@@ -442,6 +447,14 @@ struct Held {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for Held {
+    /// A coordinator dropped mid-run (its task aborted) takes its runners with it, as
+    /// a killed process would: they stop where they are, without a last checkpoint.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// One member's share of a pipeline's partitions. See the [module docs](self).
 pub struct Coordinator {
     store: StreamStore,
@@ -463,7 +476,12 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// `member` of `store`'s pipeline, which has `partitions` partitions.
     #[must_use]
-    pub fn new(store: StreamStore, member: impl Into<String>, partitions: u32, config: CoordinatorConfig) -> Self {
+    pub fn new(
+        store: StreamStore,
+        member: impl Into<String>,
+        partitions: u32,
+        config: CoordinatorConfig,
+    ) -> Self {
         Self { store, member: member.into(), partitions, config }
     }
 
@@ -495,19 +513,31 @@ impl Coordinator {
             self.stop(partition, h).await;
         }
         if let Err(e) = self.store.leave(&self.member).await {
-            tracing::warn!(error = &e as &dyn std::error::Error, "leaving a stream pipeline failed");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "leaving a stream pipeline failed"
+            );
         }
     }
 
-    async fn stop(&self, partition: u32, h: Held) {
-        let _ = h.stop.send(());
-        let _ = h.task.await;
+    async fn stop(&self, partition: u32, mut h: Held) {
+        let (stop, _) = tokio::sync::oneshot::channel();
+        let _ = std::mem::replace(&mut h.stop, stop).send(());
+        let _ = (&mut h.task).await;
         if let Err(e) = self.store.release(partition, h.epoch).await {
-            tracing::warn!(partition, error = &e as &dyn std::error::Error, "releasing a partition failed");
+            tracing::warn!(
+                partition,
+                error = &e as &dyn std::error::Error,
+                "releasing a partition failed"
+            );
         }
     }
 
-    async fn beat<F, Fut>(&self, spawn: &F, held: &mut HashMap<u32, Held>) -> Result<(), SqlStreamError>
+    async fn beat<F, Fut>(
+        &self,
+        spawn: &F,
+        held: &mut HashMap<u32, Held>,
+    ) -> Result<(), SqlStreamError>
     where
         F: Fn(u32, u64, StopSignal) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -516,7 +546,8 @@ impl Coordinator {
         let live = self.store.live_members(self.config.member_ttl).await?;
         let mine = assignment(self.partitions, &live, &self.member);
         // Runners that ended on their own (an error) give their partition back.
-        let ended: Vec<u32> = held.iter().filter(|(_, h)| h.task.is_finished()).map(|(p, _)| *p).collect();
+        let ended: Vec<u32> =
+            held.iter().filter(|(_, h)| h.task.is_finished()).map(|(p, _)| *p).collect();
         for p in ended {
             if let Some(h) = held.remove(&p) {
                 self.stop(p, h).await;
