@@ -80,8 +80,10 @@ impl PartitionedLog {
         check_meta(&config.dir, config.partitions)?;
         let mut wals = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
-            let wal_config = WalConfig { dir: config.dir.join(format!("p{p:04}")), ..config.wal.clone() };
-            let (wal, recovery) = Wal::open(wal_config).map_err(wal_error("opening a partition"))?;
+            let wal_config =
+                WalConfig { dir: config.dir.join(format!("p{p:04}")), ..config.wal.clone() };
+            let (wal, recovery) =
+                Wal::open(wal_config).map_err(wal_error("opening a partition"))?;
             if let Some(damage) = recovery.damage {
                 tracing::warn!(partition = p, ?damage, "a partition's torn tail was cut on open");
             }
@@ -98,10 +100,9 @@ impl PartitionedLog {
     }
 
     fn wal(&self, partition: u32) -> Result<&Wal, SourceError> {
-        self.wals.get(partition as usize).ok_or(SourceError::NoPartition {
-            partition,
-            count: self.wals.len() as u32,
-        })
+        self.wals
+            .get(partition as usize)
+            .ok_or(SourceError::NoPartition { partition, count: self.wals.len() as u32 })
     }
 
     /// Appends `payload` to `key`'s partition; returns when it is durable (per the
@@ -123,7 +124,9 @@ impl PartitionedLog {
         let len = payload.len();
         match self.wal(partition)?.append(payload).await {
             Ok(lsn) => Ok(lsn.0),
-            Err(WalError::TooLarge { max, .. }) => Err(SourceError::TooLarge { len, max: max as usize }),
+            Err(WalError::TooLarge { max, .. }) => {
+                Err(SourceError::TooLarge { len, max: max as usize })
+            }
             Err(e) => Err(wal_error("appending")(e)),
         }
     }
@@ -132,7 +135,11 @@ impl PartitionedLog {
     ///
     /// # Errors
     /// As [`append_to`](Self::append_to); nothing of a refused batch is appended.
-    pub async fn append_many(&self, partition: u32, payloads: Vec<Vec<u8>>) -> Result<Vec<u64>, SourceError> {
+    pub async fn append_many(
+        &self,
+        partition: u32,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<Vec<u64>, SourceError> {
         let wal = self.wal(partition)?;
         match wal.append_many(payloads).await {
             Ok(lsns) => Ok(lsns.into_iter().map(|l| l.0).collect()),
@@ -184,7 +191,12 @@ impl PartitionedLog {
         &self.dir
     }
 
-    fn read_now(&self, partition: u32, from: u64, max: usize) -> Result<Vec<SourceRecord>, SourceError> {
+    fn read_now(
+        &self,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<SourceRecord>, SourceError> {
         let wal = self.wal(partition)?;
         let mut slot = self.readers[partition as usize].lock();
         if slot.as_ref().is_none_or(|r| r.position().0 != from) {

@@ -190,18 +190,24 @@ where
         epoch: u64,
         stop: impl Future<Output = ()> + Send,
     ) -> Result<RunnerStats, RunError<C::Error>> {
-        let (mut op, mut next) = match self.committer.load(partition).await.map_err(RunError::Commit)? {
-            Some(cp) => {
-                let op = WindowOperator::restore(self.aggregate_clone(), self.operator, &cp.state)
-                    .map_err(|source| RunError::State { partition, source })?;
-                (op, cp.offset)
-            }
-            None => {
-                let op = WindowOperator::new(self.aggregate_clone(), self.operator)
-                    .map_err(|e| RunError::State { partition, source: crate::error::StateError::Mismatch(e.name) })?;
-                (op, self.source.first_offset(partition).await?)
-            }
-        };
+        let (mut op, mut next) =
+            match self.committer.load(partition).await.map_err(RunError::Commit)? {
+                Some(cp) => {
+                    let op =
+                        WindowOperator::restore(self.aggregate_clone(), self.operator, &cp.state)
+                            .map_err(|source| RunError::State { partition, source })?;
+                    (op, cp.offset)
+                }
+                None => {
+                    let op = WindowOperator::new(self.aggregate_clone(), self.operator).map_err(
+                        |e| RunError::State {
+                            partition,
+                            source: crate::error::StateError::Mismatch(e.name),
+                        },
+                    )?;
+                    (op, self.source.first_offset(partition).await?)
+                }
+            };
         let mut stats = RunnerStats { offset: next, ..RunnerStats::default() };
         let mut since_commit = 0u64;
         let mut last_commit = Instant::now();

@@ -70,10 +70,8 @@ pub trait Source: Send + Sync + 'static {
     fn partitions(&self) -> u32;
 
     /// The offset a partition's first reader starts at (its oldest record kept).
-    fn first_offset(
-        &self,
-        partition: u32,
-    ) -> impl Future<Output = Result<u64, SourceError>> + Send;
+    fn first_offset(&self, partition: u32)
+    -> impl Future<Output = Result<u64, SourceError>> + Send;
 
     /// Up to `max` records of `partition` from offset `from` on, in order. Waits up to
     /// `wait` for the first one when there are none yet; an empty answer means none

@@ -28,7 +28,11 @@ fn decoder() -> Decoder<u64, u64> {
 
 type Runner = PartitionRunner<Arc<PartitionedLog>, MemoryCommitter<u64, u64>, Count, u64>;
 
-fn runner(log: &Arc<PartitionedLog>, committer: &Arc<MemoryCommitter<u64, u64>>, refused: Arc<AtomicU64>) -> Arc<Runner> {
+fn runner(
+    log: &Arc<PartitionedLog>,
+    committer: &Arc<MemoryCommitter<u64, u64>>,
+    refused: Arc<AtomicU64>,
+) -> Arc<Runner> {
     Arc::new(PartitionRunner {
         source: Arc::clone(log),
         committer: Arc::clone(committer),
@@ -114,7 +118,10 @@ async fn aborted_runners_restart_from_their_checkpoints_and_count_each_event_onc
                 drop(log);
             }
         };
-        let stats = tokio::time::timeout(Duration::from_secs(30), r.run(p, 0, stop)).await.unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(30), r.run(p, 0, stop))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stats.offset, end);
     }
     assert_eq!(refused.load(Ordering::Relaxed), 0, "nothing late within the bound");
@@ -176,8 +183,14 @@ async fn malformed_records_go_to_the_side_output_and_bad_settings_are_refused() 
     let Ok(log) = Arc::try_unwrap(log) else { panic!("one owner") };
     log.close().await.unwrap();
     // Reopened with another partition count: refused, nothing changed.
-    assert!(matches!(PartitionedLog::open(&LogConfig::new(dir.path(), 3)), Err(SourceError::Config(_))));
-    assert!(matches!(PartitionedLog::open(&LogConfig::new(dir.path(), 0)), Err(SourceError::Config(_))));
+    assert!(matches!(
+        PartitionedLog::open(&LogConfig::new(dir.path(), 3)),
+        Err(SourceError::Config(_))
+    ));
+    assert!(matches!(
+        PartitionedLog::open(&LogConfig::new(dir.path(), 0)),
+        Err(SourceError::Config(_))
+    ));
     let log = Arc::new(PartitionedLog::open(&LogConfig::new(dir.path(), 1)).unwrap());
     assert_eq!(log.end_offset(0).unwrap(), 4);
 }

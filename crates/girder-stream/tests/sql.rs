@@ -23,19 +23,37 @@ struct CountSink {
 }
 
 impl SqlSink<u64, u64> for CountSink {
-    async fn write(&self, tx: SqlTx<'_>, _partition: u32, emissions: &[Emission<u64, u64>]) -> Result<(), sqlx::Error> {
+    async fn write(
+        &self,
+        tx: SqlTx<'_>,
+        _partition: u32,
+        emissions: &[Emission<u64, u64>],
+    ) -> Result<(), sqlx::Error> {
         let sql = "INSERT INTO counts (k, start_ms, n) VALUES ($1, $2, $3) \
                    ON CONFLICT (k, start_ms) DO UPDATE SET n = excluded.n";
-        assert!(emissions.iter().all(|e| e.kind != EmissionKind::Retract), "tumbling windows never retract");
+        assert!(
+            emissions.iter().all(|e| e.kind != EmissionKind::Retract),
+            "tumbling windows never retract"
+        );
         match tx {
             SqlTx::Sqlite(conn) => {
                 for e in emissions {
-                    sqlx::query(sql).bind(e.key as i64).bind(e.window.start).bind(e.value as i64).execute(&mut *conn).await?;
+                    sqlx::query(sql)
+                        .bind(e.key as i64)
+                        .bind(e.window.start)
+                        .bind(e.value as i64)
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
             SqlTx::Postgres(conn) => {
                 for e in emissions {
-                    sqlx::query(sql).bind(e.key as i64).bind(e.window.start).bind(e.value as i64).execute(&mut *conn).await?;
+                    sqlx::query(sql)
+                        .bind(e.key as i64)
+                        .bind(e.window.start)
+                        .bind(e.value as i64)
+                        .execute(&mut *conn)
+                        .await?;
                 }
             }
         }
@@ -82,7 +100,12 @@ async fn leases_fence_stale_holders_and_commits_are_atomic() {
         assert!(matches!(store.renew(0, a, lease).await, Err(SqlStreamError::Fenced { .. })));
         let sink = CountSink::default();
         let committer = SqlCommitter { store: store.clone(), sink };
-        let emission = |n| Emission { key: 7u64, window: girder_stream::Window { start: 0, end: 60_000 }, value: n, kind: EmissionKind::Final };
+        let emission = |n| Emission {
+            key: 7u64,
+            window: girder_stream::Window { start: 0, end: 60_000 },
+            value: n,
+            kind: EmissionKind::Final,
+        };
         let cp = |offset| Checkpoint { offset, state: vec![offset as u8] };
         // The stale holder's commit writes nothing.
         let err = committer.commit(0, a, &cp(5), &[emission(3)]).await.unwrap_err();
@@ -105,7 +128,10 @@ async fn leases_fence_stale_holders_and_commits_are_atomic() {
         assert!(c2 > c && c > b);
         let rows = store.partitions().await.unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].owner.as_deref(), rows[0].epoch, rows[0].next_offset), (Some("c"), c2, Some(5)));
+        assert_eq!(
+            (rows[0].owner.as_deref(), rows[0].epoch, rows[0].next_offset),
+            (Some("c"), c2, Some(5))
+        );
         db.close().await;
         test_db.drop_db().await;
     }
@@ -137,7 +163,10 @@ async fn members_rebalance_when_one_leaves_and_counts_stay_exact() {
             source: Arc::clone(&log),
             committer: Arc::clone(&committer),
             aggregate: Count,
-            operator: OperatorConfig { out_of_orderness_ms: 0, ..OperatorConfig::new(WindowSpec::Tumbling { size_ms: 1_000 }) },
+            operator: OperatorConfig {
+                out_of_orderness_ms: 0,
+                ..OperatorConfig::new(WindowSpec::Tumbling { size_ms: 1_000 })
+            },
             config: RunnerConfig {
                 batch_max: 50,
                 poll_wait: Duration::from_millis(10),
@@ -200,7 +229,10 @@ async fn members_rebalance_when_one_leaves_and_counts_stay_exact() {
                 let rows = store.partitions().await.unwrap();
                 let owners: Vec<_> = rows.iter().filter_map(|r| r.owner.clone()).collect();
                 assert_eq!(owners.len(), 4, "{rows:?}");
-                assert!(owners.contains(&"a".to_string()) && owners.contains(&"b".to_string()), "{rows:?}");
+                assert!(
+                    owners.contains(&"a".to_string()) && owners.contains(&"b".to_string()),
+                    "{rows:?}"
+                );
             }
             if round == 1 {
                 // b leaves cleanly: a takes all four partitions.
@@ -220,8 +252,10 @@ async fn members_rebalance_when_one_leaves_and_counts_stay_exact() {
         loop {
             let rows = store.partitions().await.unwrap();
             let done = rows.len() == 4
-                && rows.iter().all(|r| r.owner.as_deref() == Some("a")
-                    && r.next_offset == Some(log.end_offset(r.partition).unwrap()));
+                && rows.iter().all(|r| {
+                    r.owner.as_deref() == Some("a")
+                        && r.next_offset == Some(log.end_offset(r.partition).unwrap())
+                });
             if done && counts(&db).await == exact {
                 break;
             }
@@ -230,7 +264,10 @@ async fn members_rebalance_when_one_leaves_and_counts_stay_exact() {
         }
         let _ = stop_a.send(());
         a.await.unwrap();
-        assert!(store.partitions().await.unwrap().iter().all(|r| r.owner.is_none()), "released on leave");
+        assert!(
+            store.partitions().await.unwrap().iter().all(|r| r.owner.is_none()),
+            "released on leave"
+        );
         db.close().await;
         test_db.drop_db().await;
     }
