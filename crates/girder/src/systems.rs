@@ -71,12 +71,7 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
         "distributed crawling pipeline",
         &["Asynchronous Processing with Message Queues", "Bloom Filter for Membership Testing"],
     ),
-    &planned(
-        "topk",
-        "YouTube Top-K",
-        "stream aggregation and heavy hitters",
-        &["Stream Processing", "Count-Min Sketch for Frequency Estimation"],
-    ),
+    &Live::<girder_topk::TopK>::new(),
     &Live::<girder_ratelimiter::RateLimiterService>::new(),
     &planned(
         "adclicks",
