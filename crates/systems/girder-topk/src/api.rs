@@ -24,8 +24,8 @@ use girder_http::problem::Problem;
 #[derive(OpenApi)]
 #[openapi(
     paths(post_views, get_top, get_stats, get_generator, start_generator, stop_generator),
-    components(schemas(ViewEvent, ViewBatch, IngestView, WindowParam, ModeParam, TopView,
-                       RankedView, StatsView, GeneratorRequest, GeneratorView, Problem)),
+    components(schemas(TopKViewEvent, TopKViewBatch, TopKIngestView, TopKWindow, TopKMode, TopKTopView,
+                       TopKRankedView, TopKStatsView, TopKGeneratorRequest, TopKGeneratorView, Problem)),
     tags((name = "topk", description = "YouTube Top-K: view events in, the most viewed videos of a window out"))
 )]
 pub struct TopKApi;
@@ -40,7 +40,7 @@ const AT_MS_MAX: i64 = 253_402_300_799_999;
 /// One view.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ViewEvent {
+pub struct TopKViewEvent {
     /// The video: 1–64 characters of `A-Z a-z 0-9 _ -`.
     #[schema(
         example = "dQw4w9WgXcQ",
@@ -59,15 +59,15 @@ pub struct ViewEvent {
 /// A batch of views.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ViewBatch {
+pub struct TopKViewBatch {
     /// 1–1,000 views.
     #[schema(min_items = 1, max_items = 1000)]
-    pub views: Vec<ViewEvent>,
+    pub views: Vec<TopKViewEvent>,
 }
 
 /// What a batch did.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct IngestView {
+pub struct TopKIngestView {
     /// Views durable in the log, to be counted.
     pub accepted: u64,
     /// Views refused: their minute closed longer ago than the allowed lateness.
@@ -79,7 +79,7 @@ pub struct IngestView {
 /// A top-K's window.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum WindowParam {
+pub enum TopKWindow {
     /// The current minute so far.
     Minute,
     /// The current minute and the 59 before it.
@@ -90,13 +90,13 @@ pub enum WindowParam {
     All,
 }
 
-impl From<WindowParam> for Window {
-    fn from(w: WindowParam) -> Self {
+impl From<TopKWindow> for Window {
+    fn from(w: TopKWindow) -> Self {
         match w {
-            WindowParam::Minute => Self::Minute,
-            WindowParam::Hour => Self::Hour,
-            WindowParam::Day => Self::Day,
-            WindowParam::All => Self::All,
+            TopKWindow::Minute => Self::Minute,
+            TopKWindow::Hour => Self::Hour,
+            TopKWindow::Day => Self::Day,
+            TopKWindow::All => Self::All,
         }
     }
 }
@@ -104,7 +104,7 @@ impl From<WindowParam> for Window {
 /// How a top-K is computed.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum ModeParam {
+pub enum TopKMode {
     /// Sums of the stored per-minute counts: exact.
     Exact,
     /// Merged Space-Saving summaries: fixed cost, each count with its error.
@@ -118,18 +118,18 @@ pub enum ModeParam {
 pub struct TopQuery {
     /// The window (default `hour`).
     #[param(inline)]
-    pub window: Option<WindowParam>,
+    pub window: Option<TopKWindow>,
     /// How many videos, 1–100 (default 10).
     #[param(minimum = 1, maximum = 100)]
     pub k: Option<u32>,
     /// `exact` (default) or `approx`.
     #[param(inline)]
-    pub mode: Option<ModeParam>,
+    pub mode: Option<TopKMode>,
 }
 
 /// One video of a top-K.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct RankedView {
+pub struct TopKRankedView {
     /// 1 for the most viewed.
     pub rank: u32,
     /// The video.
@@ -143,11 +143,11 @@ pub struct RankedView {
 
 /// The most viewed videos of a window.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct TopView {
+pub struct TopKTopView {
     /// The window.
-    pub window: WindowParam,
+    pub window: TopKWindow,
     /// How it was computed.
-    pub mode: ModeParam,
+    pub mode: TopKMode,
     /// The first minute of the window (minutes since the epoch); absent for `all`.
     pub first_minute: Option<i64>,
     /// The last (current) minute of the window; absent for `all`.
@@ -160,12 +160,12 @@ pub struct TopView {
     /// `approx` only: how many stored summaries were merged.
     pub summaries_merged: Option<u64>,
     /// Most viewed first.
-    pub videos: Vec<RankedView>,
+    pub videos: Vec<TopKRankedView>,
 }
 
 /// This instance's pipeline and the shared totals.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct StatsView {
+pub struct TopKStatsView {
     /// This instance's id; its pipeline is `topk-<instance>`.
     pub instance: String,
     /// Views this process appended to its log.
@@ -189,7 +189,7 @@ pub struct StatsView {
 /// What the built-in generator should make.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GeneratorRequest {
+pub struct TopKGeneratorRequest {
     /// Views a second, 1–20,000 (default 200).
     #[schema(minimum = 1, maximum = 20000)]
     pub rate_per_sec: Option<u32>,
@@ -204,7 +204,7 @@ pub struct GeneratorRequest {
 
 /// The built-in generator.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct GeneratorView {
+pub struct TopKGeneratorView {
     /// Whether it runs.
     pub running: bool,
     /// Views a second, while it runs.
@@ -217,7 +217,7 @@ pub struct GeneratorView {
     pub generated: u64,
 }
 
-impl From<GeneratorState> for GeneratorView {
+impl From<GeneratorState> for TopKGeneratorView {
     fn from(s: GeneratorState) -> Self {
         Self {
             running: s.running.is_some(),
@@ -298,9 +298,9 @@ impl TopK {
     post,
     path = "/api/topk/views",
     tag = "topk",
-    request_body = ViewBatch,
+    request_body = TopKViewBatch,
     responses(
-        (status = 202, description = "Accepted for counting (refused views are counted in the answer)", body = IngestView),
+        (status = 202, description = "Accepted for counting (refused views are counted in the answer)", body = TopKIngestView),
         (status = 413, description = "More than 1,000 views, or a body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An empty batch or a malformed video id or time", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Log unavailable", body = Problem, content_type = "application/problem+json"),
@@ -310,7 +310,7 @@ impl TopK {
 async fn post_views(
     State(topk): State<Arc<TopK>>,
     _caller: Caller,
-    Json(batch): Json<ViewBatch>,
+    Json(batch): Json<TopKViewBatch>,
 ) -> Result<Response> {
     if batch.views.is_empty() {
         return Err(ErrorKind::EmptyBatch);
@@ -333,7 +333,7 @@ async fn post_views(
     let views: Vec<(&str, Option<i64>)> =
         batch.views.iter().map(|v| (v.video_id.as_str(), v.at_ms)).collect();
     let done = topk.ingest(&views).await?;
-    let view = IngestView {
+    let view = TopKIngestView {
         accepted: done.accepted,
         rejected_too_old: done.too_old,
         rejected_in_future: done.in_future,
@@ -348,7 +348,7 @@ async fn post_views(
     tag = "topk",
     params(TopQuery),
     responses(
-        (status = 200, description = "The top K", body = TopView),
+        (status = 200, description = "The top K", body = TopKTopView),
         (status = 422, description = "k out of range", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -358,33 +358,38 @@ async fn get_top(
     State(topk): State<Arc<TopK>>,
     _caller: Caller,
     Query(query): Query<TopQuery>,
-) -> Result<axum::Json<TopView>> {
+) -> Result<axum::Json<TopKTopView>> {
     let k = query.k.unwrap_or(10);
     if !(1..=K_MAX).contains(&k) {
         return Err(ErrorKind::K(k));
     }
-    let window = query.window.unwrap_or(WindowParam::Hour);
-    let mode = query.mode.unwrap_or(ModeParam::Exact);
+    let window = query.window.unwrap_or(TopKWindow::Hour);
+    let mode = query.mode.unwrap_or(TopKMode::Exact);
     let domain_mode = match mode {
-        ModeParam::Exact => Mode::Exact,
-        ModeParam::Approx => Mode::Approx,
+        TopKMode::Exact => Mode::Exact,
+        TopKMode::Approx => Mode::Approx,
     };
     let now = topk.current_minute();
     let top = topk.top(window.into(), domain_mode, k).await?;
     let range = Window::from(window).minutes(now);
-    Ok(axum::Json(TopView {
+    Ok(axum::Json(TopKTopView {
         window,
         mode,
         first_minute: range.map(|r| r.0),
         last_minute: range.map(|r| r.1),
         total_views: top.total_views,
         floor: top.floor,
-        summaries_merged: (mode == ModeParam::Approx).then_some(top.summaries as u64),
+        summaries_merged: (mode == TopKMode::Approx).then_some(top.summaries as u64),
         videos: top
             .videos
             .into_iter()
             .zip(1..)
-            .map(|(v, rank)| RankedView { rank, video_id: v.video, views: v.views, error: v.error })
+            .map(|(v, rank)| TopKRankedView {
+                rank,
+                video_id: v.video,
+                views: v.views,
+                error: v.error,
+            })
             .collect(),
     }))
 }
@@ -396,7 +401,7 @@ async fn get_top(
     path = "/api/topk/stats",
     tag = "topk",
     responses(
-        (status = 200, description = "Counters", body = StatsView),
+        (status = 200, description = "Counters", body = TopKStatsView),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -404,9 +409,9 @@ async fn get_top(
 async fn get_stats(
     State(topk): State<Arc<TopK>>,
     _caller: Caller,
-) -> Result<axum::Json<StatsView>> {
+) -> Result<axum::Json<TopKStatsView>> {
     let s = topk.stats().await?;
-    Ok(axum::Json(StatsView {
+    Ok(axum::Json(TopKStatsView {
         instance: s.instance,
         accepted: s.accepted,
         rejected_too_old: s.too_old,
@@ -424,13 +429,13 @@ async fn get_stats(
     get,
     path = "/api/topk/generator",
     tag = "topk",
-    responses((status = 200, description = "Its state", body = GeneratorView)),
+    responses((status = 200, description = "Its state", body = TopKGeneratorView)),
     security(("bearer" = []))
 )]
 async fn get_generator(
     State(topk): State<Arc<TopK>>,
     _caller: Caller,
-) -> axum::Json<GeneratorView> {
+) -> axum::Json<TopKGeneratorView> {
     axum::Json(topk.generator().await.into())
 }
 
@@ -440,9 +445,9 @@ async fn get_generator(
     post,
     path = "/api/topk/generator",
     tag = "topk",
-    request_body = GeneratorRequest,
+    request_body = TopKGeneratorRequest,
     responses(
-        (status = 200, description = "Running", body = GeneratorView),
+        (status = 200, description = "Running", body = TopKGeneratorView),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value out of range", body = Problem, content_type = "application/problem+json"),
     ),
@@ -451,8 +456,8 @@ async fn get_generator(
 async fn start_generator(
     State(topk): State<Arc<TopK>>,
     _operator: Operator,
-    Json(request): Json<GeneratorRequest>,
-) -> Result<axum::Json<GeneratorView>> {
+    Json(request): Json<TopKGeneratorRequest>,
+) -> Result<axum::Json<TopKGeneratorView>> {
     let spec = GeneratorSpec {
         rate_per_sec: request.rate_per_sec.unwrap_or(200),
         videos: request.videos.unwrap_or(1_000),
@@ -471,7 +476,7 @@ async fn start_generator(
     path = "/api/topk/generator",
     tag = "topk",
     responses(
-        (status = 200, description = "Stopped", body = GeneratorView),
+        (status = 200, description = "Stopped", body = TopKGeneratorView),
         (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -479,7 +484,7 @@ async fn start_generator(
 async fn stop_generator(
     State(topk): State<Arc<TopK>>,
     _operator: Operator,
-) -> axum::Json<GeneratorView> {
+) -> axum::Json<TopKGeneratorView> {
     axum::Json(topk.stop_generator().await.into())
 }
 

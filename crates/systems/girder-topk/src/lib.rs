@@ -70,8 +70,8 @@ use store::Store;
 use top::{Mode, Top, TopError};
 
 pub use api::{
-    ErrorKind, GeneratorRequest, GeneratorView, IngestView, RankedView, StatsView, TopKApi,
-    TopQuery, TopView, ViewBatch, ViewEvent,
+    ErrorKind, TopKApi, TopKGeneratorRequest, TopKGeneratorView, TopKIngestView, TopKRankedView,
+    TopKStatsView, TopKTopView, TopKViewBatch, TopKViewEvent, TopQuery,
 };
 pub use settings::TopKSettings;
 
