@@ -32,6 +32,8 @@
 
 pub mod aggregate;
 mod error;
+#[cfg(feature = "nats")]
+pub mod jetstream;
 pub mod log;
 pub mod memory;
 pub mod operator;
