@@ -1,9 +1,9 @@
 //! The dashboard in a real browser: headless Chromium, driven over WebDriver by
 //! chromedriver through fantoccini, shortens a URL through the Bit.ly page and
 //! follows the short link, holds and buys a seat on the Ticketmaster seat map,
-//! orders from the GoPuff inventory page, and bursts past a rule on the
-//! rate-limiter page. Skips loudly when Chromium is not installed, fails under
-//! `CI=true`.
+//! orders from the GoPuff inventory page, bursts past a rule on the rate-limiter
+//! page, and fills the YouTube Top-K table. Skips loudly when Chromium is not
+//! installed, fails under `CI=true`.
 
 mod common;
 
@@ -320,5 +320,46 @@ async fn follow_post_and_delete_on_the_news_feed_page() {
     page.gone("#feed tr", "hello from the browser").await;
     let queue = page.prop("#q-threshold", "innerText").await;
     assert_eq!(queue, "1000", "the queue panel shows the push threshold");
+    page.close().await;
+}
+
+/// The YouTube Top-K page: views sent through its form show in the live table with
+/// their count, the generator's Zipf views follow, and the approximate mode shows the
+/// merged summaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_and_the_generator_fill_the_top_k_page() {
+    if !browser_available("views_and_the_generator_fill_the_top_k_page") {
+        return;
+    }
+    let page = Page::open().await;
+
+    page.goto("/dashboard/topk").await;
+    page.type_into("#video", "browser-video").await;
+    let times = page.find("#times").await;
+    times.clear().await.expect("clear");
+    times.send_keys("50").await.expect("type");
+    page.click("#view button").await;
+    // The views go through the log and the pipeline's next checkpoint.
+    let row = "#top tr[data-video='browser-video'] td.views";
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        let views = page.prop(row, "innerText").await;
+        if views == "50" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "browser-video shows {views} views, not 50");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    page.click("#gen-start").await;
+    page.find("#top tr[data-video^='vid-']").await;
+    page.find("#mode").await.select_by_value("approx").await.expect("select approx");
+    let xpath = "//span[@id='summary'][contains(., 'summaries merged')]";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the approximate mode's summary line never showed: {e}"));
+    page.find("#top tr[data-video^='vid-'] td.error").await;
+    page.click("#gen-stop").await;
+    let xpath = "//span[@id='gen'][starts-with(., 'stopped')]";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the generator never showed as stopped: {e}"));
     page.close().await;
 }
