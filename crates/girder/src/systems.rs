@@ -73,12 +73,7 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
     ),
     &Live::<girder_topk::TopK>::new(),
     &Live::<girder_ratelimiter::RateLimiterService>::new(),
-    &planned(
-        "adclicks",
-        "Ad Click Aggregator",
-        "real-time click analytics",
-        &["Stream Processing", "Idempotent Operations"],
-    ),
+    &Live::<girder_adclicks::AdClicks>::new(),
     &planned(
         "uber",
         "Uber",
