@@ -37,8 +37,9 @@ fn links_point_at_operations_that_exist() {
             }
         }
     }
-    // Bit.ly 4, Ticketmaster 9, GoPuff 3, rate limiter 6 (on 200 and 201), News Feed 2.
-    assert_eq!(links, 24, "every create links to the reads and writes that take its id");
+    // Bit.ly 4, Ticketmaster 9, GoPuff 3, rate limiter 6 (on 200 and 201), News Feed 2,
+    // Ad Click Aggregator 3.
+    assert_eq!(links, 27, "every create links to the reads and writes that take its id");
 }
 
 #[test]
