@@ -10,6 +10,7 @@ mod ratelimit;
 pub mod report;
 mod shard;
 mod sketches;
+mod stream;
 mod svg;
 mod wal;
 
@@ -104,6 +105,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "sketches",
         summary: "Bloom false-positive rate over n at m = 10,000, k = 3 against the formula (the catalogue's ≈ 2% example); HyperLogLog error at p = 14 from 10 to 10^7 keys against 1.04/√m",
         run: |ctx| Box::pin(sketches::run(ctx)),
+    },
+    Experiment {
+        name: "stream",
+        summary: "windowed counting (1-minute tumbling, 100,000 keys): operator and pipeline events/s against a bare hash-map count; completeness and late refusals against allowed lateness",
+        run: |ctx| Box::pin(stream::run(ctx)),
     },
     Experiment {
         name: "wal",
