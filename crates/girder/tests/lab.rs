@@ -280,3 +280,24 @@ async fn fanout_quick_run_orders_the_modes_by_write_amplification() {
         assert!(!cell(row, 8).contains("failed"), "every read answered: {row}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_quick_run_counts_and_trades_lateness_for_completeness() {
+    let out = tempfile::tempdir().expect("dir");
+    let (_, results) = quick_run("stream", out.path()).await;
+    let throughput = &results["parameters"]["throughput"];
+    for what in ["operator", "floor", "pipeline"] {
+        assert!(throughput[what].as_f64().expect("rate") > 0.0, "{what}");
+    }
+    // Every event is counted or refused as late, and more lateness never counts fewer.
+    let points = results["parameters"]["lateness"]["points"].as_array().expect("points");
+    let mut last = 0.0;
+    for point in points {
+        let (counted, late) =
+            (point["counted"].as_f64().expect("counted"), point["late"].as_f64().expect("late"));
+        assert!((counted + late - 1.0).abs() < 1e-9, "{point}");
+        assert!(counted >= last, "{point}");
+        last = counted;
+    }
+    assert!(last > 0.999, "30 s of lateness takes (nearly) every event: {last}");
+}
