@@ -6,7 +6,9 @@
 //! All systems share one `_sqlx_migrations` table, so versions are unique across the
 //! workspace: a system's versions are its catalogue number times 1,000 plus a
 //! sequence (`3001_links.sql` is Bit.ly's first); the server's own tables are
-//! versions below 1,000 ([`server`]). Each migrator ignores the versions of the others.
+//! versions below 900 ([`server`]), and pattern crates with tables of their own take
+//! 900–999 (girder-stream's partitions and members are 901). Each migrator ignores
+//! the versions of the others.
 //!
 //! On PostgreSQL every migrator takes the same advisory lock (sqlx derives it from
 //! the database name), so instances starting together apply each migration once, one
