@@ -2,8 +2,8 @@
 //! chromedriver through fantoccini, shortens a URL through the Bit.ly page and
 //! follows the short link, holds and buys a seat on the Ticketmaster seat map,
 //! orders from the GoPuff inventory page, bursts past a rule on the rate-limiter
-//! page, and fills the YouTube Top-K table. Skips loudly when Chromium is not
-//! installed, fails under `CI=true`.
+//! page, fills the YouTube Top-K table, and counts clicks on the Ad Click Aggregator
+//! page. Skips loudly when Chromium is not installed, fails under `CI=true`.
 
 mod common;
 
@@ -361,5 +361,42 @@ async fn views_and_the_generator_fill_the_top_k_page() {
     let xpath = "//span[@id='gen'][starts-with(., 'stopped')]";
     let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
     found.unwrap_or_else(|e| panic!("the generator never showed as stopped: {e}"));
+    page.close().await;
+}
+
+/// The Ad Click Aggregator page: an ad created there, impressions shown and each
+/// clicked twice, and the per-minute chart and table count every impression once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_on_the_ad_clicks_page_are_counted_once() {
+    if !browser_available("clicks_on_the_ad_clicks_page_are_counted_once") {
+        return;
+    }
+    let page = Page::open().await;
+
+    page.goto("/dashboard/adclicks").await;
+    page.click("#new-ad button").await;
+    let xpath = "//p[@id='result'][starts-with(., 'Created ad #')]";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the ad was never created: {e}"));
+    let times = page.find("#times").await;
+    times.clear().await.expect("clear");
+    times.send_keys("6").await.expect("type");
+    page.click("#show").await;
+    let xpath = "//p[@id='result'][contains(., '6 first clicks, 6 repeats')]";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the clicks were not answered as first and repeat: {e}"));
+    // The counts arrive through the log and the pipeline's checkpoints.
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        let total = page.prop("#total", "innerText").await;
+        if total == "6" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page shows {total} clicks, not 6");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One row and one bar per minute with clicks (the six may straddle a minute).
+    page.find("#buckets tr td.clicks").await;
+    page.find("#chart rect").await;
     page.close().await;
 }
