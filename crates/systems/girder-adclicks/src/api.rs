@@ -195,8 +195,8 @@ pub struct PartitionView {
     pub epoch: u64,
     /// The next offset the pipeline reads (checkpointed).
     pub next_offset: Option<u64>,
-    /// The offset the next click will get.
-    pub end_offset: u64,
+    /// The offset the next click will get (the embedded log only).
+    pub end_offset: Option<u64>,
 }
 
 /// Counters since this instance started, and its pipeline.
@@ -595,7 +595,7 @@ async fn stats(
             owner: r.owner,
             epoch: r.epoch,
             next_offset: r.next_offset,
-            end_offset: ads.log.end_offset(r.partition).unwrap_or(0),
+            end_offset: ads.log.end_offset(r.partition),
         })
         .collect();
     Ok(axum::Json(StatsView {

@@ -23,6 +23,13 @@
 //! allowed lateness, or recorded by an instance that died before it logged them) and
 //! repairs it with a correction row, so the counts served converge on the exact ones.
 //!
+//! **One instance or several.** Without NATS each instance appends to its own
+//! embedded log and runs its own pipeline over it; the per-minute rows of all
+//! pipelines add up. With NATS the log is one JetStream stream and the pipeline is
+//! shared: members split the partitions round-robin under fenced leases
+//! (girder-stream's `Coordinator`), and a dead member's partitions move to the
+//! others when its leases run out, resuming from their last checkpoint.
+//!
 //! **Click fraud basics.** Tokens are signed and expire; the click route wears the
 //! server's rate-limit layer, with per-IP and per-user rules in the built-in limits.
 //!
@@ -31,6 +38,7 @@
 //! `GET /ads/{id}/clicks`, and for operators `GET /stats`, `POST /reconcile`.
 
 mod api;
+pub mod clicklog;
 mod settings;
 pub mod store;
 pub mod token;
@@ -41,12 +49,14 @@ use std::time::Duration;
 
 use girder_core::Clock;
 use girder_sketch::bloom::{BloomConfig, BloomFilter};
+use girder_stream::jetstream::{JetStreamLog, JetStreamLogConfig};
 use girder_stream::log::{LogConfig, PartitionedLog};
 use girder_stream::runner::{PartitionRunner, RunnerConfig};
 use girder_stream::sql::{Coordinator, CoordinatorConfig, SqlCommitter, StreamStore};
 use girder_stream::{Count, EmitPolicy, OperatorConfig, WindowSpec};
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 
+use clicklog::ClickLog;
 use store::{MINUTE_MS, MinuteSink, Store};
 use token::{Impression, Tokens};
 
@@ -86,12 +96,21 @@ pub struct AdClicksConfig {
     pub checkpoint_ms: u64,
     /// Impressions the Bloom filter holds before it starts afresh.
     pub bloom_capacity: u64,
+    /// The click log's name on NATS JetStream, shared by every instance of one
+    /// deployment (unused by the embedded log).
+    pub log_name: String,
+    /// How long a member's claim on a partition lasts without renewal: how long a
+    /// dead instance's partitions wait before another takes them.
+    pub lease_ms: u64,
+    /// How often members beat, renew and rebalance.
+    pub heartbeat_ms: u64,
 }
 
 impl AdClicksConfig {
     /// The defaults: 4 partitions, 2 s out-of-orderness, 60 s lateness, reconcile the
     /// last hour every minute, impressions clickable for a day, checkpoints every
-    /// 500 ms, a Bloom filter of 1,000,000 impressions at 1%.
+    /// 500 ms, a Bloom filter of 1,000,000 impressions at 1%, partition leases of 10 s
+    /// renewed every second.
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -103,6 +122,9 @@ impl AdClicksConfig {
             impression_ttl_ms: 86_400_000,
             checkpoint_ms: 500,
             bloom_capacity: 1_000_000,
+            log_name: "adclicks".to_owned(),
+            lease_ms: 10_000,
+            heartbeat_ms: 1_000,
         }
     }
 }
@@ -159,7 +181,7 @@ pub struct Reconciliation {
 pub struct AdClicks {
     store: Store,
     tokens: Tokens,
-    log: Arc<PartitionedLog>,
+    log: ClickLog,
     seen: parking_lot::Mutex<Seen>,
     stream: StreamStore,
     member: String,
@@ -208,8 +230,11 @@ fn fresh_filter(capacity: u64) -> BloomFilter {
 }
 
 impl AdClicks {
-    /// Opens on `context`: the click log in `<data_dir>/adclicks/log`, its pipeline
-    /// named after this instance.
+    /// Opens on `context`. Without NATS the click log is this instance's own, in
+    /// `<data_dir>/adclicks/log`, and so is its pipeline. With NATS
+    /// (`context.nats_url`) the log is one JetStream stream every instance shares, and
+    /// so is the pipeline: the instances split its partitions and take over those of
+    /// one that leaves or dies.
     ///
     /// # Errors
     /// The log cannot be opened (another process holds it, or it has another partition
@@ -221,8 +246,20 @@ impl AdClicks {
         let dir = context.data_dir.join("adclicks");
         std::fs::create_dir_all(&dir).map_err(OpenError::storage)?;
         let member = instance_id(&dir).map_err(OpenError::storage)?;
-        let log = PartitionedLog::open(&LogConfig::new(dir.join("log"), config.partitions))
-            .map_err(OpenError::storage)?;
+        let (log, pipeline) = match context.nats_url.as_deref() {
+            None => {
+                let log = PartitionedLog::open(&LogConfig::new(dir.join("log"), config.partitions))
+                    .map_err(OpenError::storage)?;
+                (ClickLog::Embedded(Arc::new(log)), format!("adclicks-{member}"))
+            }
+            Some(url) => {
+                let log_config =
+                    JetStreamLogConfig::new(config.log_name.clone(), config.partitions);
+                let log =
+                    JetStreamLog::connect(url, log_config).await.map_err(OpenError::storage)?;
+                (ClickLog::Shared(Arc::new(log)), format!("adclicks-{}", config.log_name))
+            }
+        };
         let key = girder_sql::shared_key::<32>(
             &context.db,
             girder_sql::migrate::SERVER_SETTINGS_TABLE,
@@ -230,15 +267,11 @@ impl AdClicks {
         )
         .await
         .map_err(OpenError::storage)?;
-        let stream = StreamStore::new(
-            context.db.clone(),
-            format!("adclicks-{member}"),
-            Arc::clone(&context.clock),
-        );
+        let stream = StreamStore::new(context.db.clone(), pipeline, Arc::clone(&context.clock));
         Ok(Arc::new(Self {
             store: Store::new(context.db.clone()),
             tokens: Tokens::new(key),
-            log: Arc::new(log),
+            log,
             seen: parking_lot::Mutex::new(Seen {
                 filter: fresh_filter(config.bloom_capacity),
                 inserted: 0,
@@ -259,7 +292,7 @@ impl AdClicks {
 
     /// The click log.
     #[must_use]
-    pub fn log(&self) -> &Arc<PartitionedLog> {
+    pub const fn log(&self) -> &ClickLog {
         &self.log
     }
 
@@ -415,12 +448,10 @@ impl AdClicks {
         }
     }
 
-    fn runner(
-        self: &Arc<Self>,
-    ) -> PartitionRunner<Arc<PartitionedLog>, SqlCommitter<MinuteSink>, Count, i64> {
+    fn runner(self: &Arc<Self>) -> PartitionRunner<ClickLog, SqlCommitter<MinuteSink>, Count, i64> {
         let me = Arc::clone(self);
         PartitionRunner {
-            source: Arc::clone(&self.log),
+            source: self.log.clone(),
             committer: Arc::new(SqlCommitter {
                 store: self.stream.clone(),
                 sink: MinuteSink { pipeline: self.stream.pipeline().to_owned() },
@@ -452,7 +483,11 @@ impl AdClicks {
             self.stream.clone(),
             self.member.clone(),
             self.config.partitions,
-            CoordinatorConfig::default(),
+            CoordinatorConfig {
+                heartbeat: Duration::from_millis(self.config.heartbeat_ms),
+                member_ttl: Duration::from_millis(self.config.lease_ms / 2),
+                lease: Duration::from_millis(self.config.lease_ms),
+            },
         );
         coordinator
             .run(

@@ -20,13 +20,24 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn open_in(db: &str, data: &std::path::Path) -> Arc<AdClicks> {
+    open_with(db, data, None, AdClicksConfig { checkpoint_ms: 50, ..AdClicksConfig::new() }).await
+}
+
+async fn open_with(
+    db: &str,
+    data: &std::path::Path,
+    nats: Option<&str>,
+    config: AdClicksConfig,
+) -> Arc<AdClicks> {
     let pool = Db::connect(db, PoolConfig::default()).await.expect("database");
     girder_sql::migrate::run(&pool, girder_sql::migrate::server()).await.expect("migrations");
     girder_sql::migrate::run(&pool, girder_stream::sql::migrations()).await.expect("migrations");
     girder_sql::migrate::run(&pool, girder_adclicks::migrations()).await.expect("migrations");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let context = Context::new(pool, clock).with_data_dir(data);
-    let config = AdClicksConfig { checkpoint_ms: 50, ..AdClicksConfig::new() };
+    let mut context = Context::new(pool, clock).with_data_dir(data);
+    if let Some(url) = nats {
+        context = context.with_nats(url);
+    }
     AdClicks::open_with(&context, config).await.expect("open adclicks")
 }
 
@@ -352,4 +363,77 @@ async fn bad_input_gets_problems() {
     // Nothing above was counted; the genuine impression still counts once.
     assert_eq!(click(&router, &url).await, "counted");
     assert_eq!(ads.store().exact(0, i64::MAX).await.unwrap().values().sum::<i64>(), 1);
+}
+
+/// With NATS, instances share one click log and one pipeline: two instances split its
+/// partitions; when one is killed, the other takes its partitions over once their
+/// leases run out, and the counts still equal the raw clicks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_a_killed_instances_partitions_are_taken_over() {
+    let test = "with_nats_a_killed_instances_partitions_are_taken_over";
+    let Some(url) = girder_core::services::require(girder_core::services::Service::Nats, test)
+    else {
+        return;
+    };
+    let Some(db) = TestDb::postgres(test).await else { return };
+    let config = AdClicksConfig {
+        checkpoint_ms: 50,
+        lease_ms: 1_000,
+        heartbeat_ms: 100,
+        partitions: 4,
+        log_name: format!("adclicks-test-{}", std::process::id()),
+        ..AdClicksConfig::new()
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open_with(db.url(), dir_a.path(), Some(&url), config.clone()).await;
+    let b = open_with(db.url(), dir_b.path(), Some(&url), config.clone()).await;
+    let (router_a, router_b) = (router(&a), router(&b));
+    let (_trigger_a, shutdown_a) = Shutdown::new();
+    let (trigger_b, shutdown_b) = Shutdown::new();
+    let run_a = tokio::spawn(Arc::clone(&a).run(shutdown_a));
+    let run_b = tokio::spawn(Arc::clone(&b).run(shutdown_b));
+    // Clicks are partitioned by ad: eight ads spread them over the partitions.
+    let mut ads = Vec::new();
+    for _ in 0..8 {
+        ads.push(new_ad(&router_a, "acme").await);
+    }
+    let click_on = |router: Router, v: usize, ad: i64| async move {
+        let url = impression(&router, &format!("v{v}"), ad).await;
+        assert_eq!(click(&router, &url).await, "counted");
+    };
+    for v in 0..40 {
+        let router = if v % 2 == 0 { &router_a } else { &router_b };
+        click_on(router.clone(), v, ads[v % 8]).await;
+    }
+    for &ad in &ads {
+        wait_for_total(&router_a, "acme", ad, 5).await;
+    }
+    let owners = |rows: Vec<girder_stream::sql::PartitionRow>| {
+        rows.into_iter().filter_map(|r| r.owner).collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(
+        owners(b.stream().partitions().await.unwrap()).len(),
+        2,
+        "both instances hold partitions"
+    );
+    // A is killed: its runners stop where they are and its leases are left to expire.
+    run_a.abort();
+    let _ = run_a.await;
+    for v in 40..80 {
+        click_on(router_b.clone(), v, ads[v % 8]).await;
+    }
+    for &ad in &ads {
+        wait_for_total(&router_b, "acme", ad, 10).await;
+    }
+    assert_eq!(owners(b.stream().partitions().await.unwrap()).len(), 1, "B holds every partition");
+    let exact = b.store().exact(0, i64::MAX).await.unwrap();
+    assert_eq!(b.store().counted(0, i64::MAX, false).await.unwrap(), exact);
+    assert_eq!(exact.values().sum::<i64>(), 80);
+    trigger_b.fire();
+    run_b.await.unwrap();
+    let client = async_nats::connect(&url).await.unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(format!("girder_stream_{}", config.log_name))
+        .await;
+    db.drop_db().await;
 }
