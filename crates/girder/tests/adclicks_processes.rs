@@ -111,8 +111,7 @@ async fn a_sigkilled_aggregator_restarts_with_counts_equal_to_its_log() {
             tokio::time::sleep(Duration::from_millis(1_500)).await;
             let again = stream_total(&http, &server.base, &auth, &ads).await.unwrap_or(-1);
             if again == total {
-                log_total = total;
-                break;
+                break total;
             }
         }
         assert!(
@@ -120,7 +119,7 @@ async fn a_sigkilled_aggregator_restarts_with_counts_equal_to_its_log() {
             "the stream shows {total} of {acknowledged} acknowledged clicks"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     assert!(server.terminate().success(), "a clean stop after the restart");
 
     // The exact counts of the log the instance kept, per (ad, minute).
