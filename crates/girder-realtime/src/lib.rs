@@ -1,0 +1,33 @@
+//! Real-time updates: "Pub/Sub for Event Broadcasting" made real, the core that
+//! Server-Sent Events, WebSockets and long polling are built on.
+//!
+//! **Problem.** Messages published on one topic must reach every interested
+//! subscriber quickly, in order, without a slow subscriber holding up the publisher
+//! or the others, and a client that reconnects must learn what it missed — or that it
+//! cannot.
+//!
+//! **Guarantee.** [`hub::Hub`] delivers each topic's messages to every matching
+//! subscriber in publish order. A subscriber's buffer is bounded; a full one either
+//! drops its oldest message and reports the gap ([`hub::Event::Gap`]) or ends the
+//! subscription, by its own policy — a publish never waits and a loss is never
+//! silent. Each topic keeps a bounded history, and [`hub::Hub::resume`] continues a
+//! subscription from a kept position with no gap and no duplicate, or answers
+//! [`hub::Resume::Reset`] when the history no longer reaches back.
+//!
+//! **Trade-off.** Delivery is at most once and in memory: a message published while
+//! nobody listens is only in the topic's bounded history, and a restart forgets it
+//! (positions carry the hub's epoch, so a resume across a restart is a reset, never
+//! a wrong replay). Topics are [`topic::Topic`]s (`news.sports.football`) and
+//! subscriptions [`topic::Pattern`]s with `*` and `>` wildcards.
+//!
+//! Not yet: Redis and NATS backends (a subscriber on another instance), SSE, the
+//! WebSocket hub, presence, long polling, change data capture.
+
+pub mod hub;
+pub mod topic;
+
+pub use hub::{
+    Closed, Event, Hub, HubConfig, HubError, Message, Position, Published, Resume, SlowConsumer,
+    SubscribeConfig, Subscription,
+};
+pub use topic::{Pattern, Topic, TopicError};
