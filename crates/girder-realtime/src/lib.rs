@@ -20,10 +20,15 @@
 //! a wrong replay). Topics are [`topic::Topic`]s (`news.sports.football`) and
 //! subscriptions [`topic::Pattern`]s with `*` and `>` wildcards.
 //!
-//! Not yet: Redis and NATS backends (a subscriber on another instance), SSE, the
-//! WebSocket hub, presence, long polling, change data capture.
+//! On top of the hub: [`sse`] (an event stream with resume, gaps, heartbeats) and
+//! [`longpoll`] (a held request woken by the publish).
+//!
+//! Not yet: Redis and NATS backends (a subscriber on another instance), the
+//! WebSocket hub, presence, change data capture.
 
 pub mod hub;
+pub mod longpoll;
+pub mod sse;
 pub mod topic;
 
 pub use hub::{
