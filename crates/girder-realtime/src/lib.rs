@@ -23,11 +23,16 @@
 //! On top of the hub: [`sse`] (an event stream with resume, gaps, heartbeats) and
 //! [`longpoll`] (a held request woken by the publish).
 //!
-//! Not yet: Redis and NATS backends (a subscriber on another instance), the
+//! With feature `nats`, [`nats::NatsBroker`] joins the hubs of several instances, so
+//! a subscriber on one receives what is published on another.
+//!
+//! Not yet: a Redis backend, durable replay across instances (JetStream), the
 //! WebSocket hub, presence, change data capture.
 
 pub mod hub;
 pub mod longpoll;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod sse;
 pub mod topic;
 
