@@ -26,13 +26,20 @@
 //! With feature `nats`, [`nats::NatsBroker`] joins the hubs of several instances, so
 //! a subscriber on one receives what is published on another.
 //!
-//! Not yet: a Redis backend, durable replay across instances (JetStream), the
-//! WebSocket hub, presence, change data capture.
+//! [`presence`]: who is online in a room across devices, with leases that run out
+//! (never "online forever"), in process or, with feature `redis`, shared through
+//! Redis.
+//!
+//! Not yet: a Redis pub/sub backend, durable replay across instances (JetStream), the
+//! WebSocket hub, change data capture.
 
 pub mod hub;
 pub mod longpoll;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod presence;
+#[cfg(feature = "redis")]
+pub mod presence_redis;
 pub mod sse;
 pub mod topic;
 
