@@ -35,12 +35,7 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
         "bi-directional real-time messaging",
         &["WebSockets for Bi-directional Communication"],
     ),
-    &planned(
-        "livecomments",
-        "Live Comments",
-        "real-time broadcast to viewers",
-        &["Server-Sent Events (SSE) for Server Push", "Pub/Sub for Event Broadcasting"],
-    ),
+    &Live::<girder_livecomments::LiveComments>::new(),
     &planned(
         "postsearch",
         "Post Search",
