@@ -2,8 +2,9 @@
 //! chromedriver through fantoccini, shortens a URL through the Bit.ly page and
 //! follows the short link, holds and buys a seat on the Ticketmaster seat map,
 //! orders from the GoPuff inventory page, bursts past a rule on the rate-limiter
-//! page, fills the YouTube Top-K table, and counts clicks on the Ad Click Aggregator
-//! page. Skips loudly when Chromium is not installed, fails under `CI=true`.
+//! page, fills the YouTube Top-K table, counts clicks on the Ad Click Aggregator page
+//! and receives a comment over the Live Comments stream. Skips loudly when Chromium
+//! is not installed, fails under `CI=true`.
 
 mod common;
 
@@ -398,5 +399,34 @@ async fn clicks_on_the_ad_clicks_page_are_counted_once() {
     // One row and one bar per minute with clicks (the six may straddle a minute).
     page.find("#buckets tr td.clicks").await;
     page.find("#chart rect").await;
+    page.close().await;
+}
+
+/// The Live Comments page: a comment posted through its form comes back over the
+/// page's own event stream, and the page counts itself as a viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_arrives_over_the_live_comments_stream() {
+    if !browser_available("a_comment_arrives_over_the_live_comments_stream") {
+        return;
+    }
+    let page = Page::open().await;
+
+    page.goto("/dashboard/livecomments").await;
+    let xpath = "//span[@id='state'][starts-with(., 'live')]";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the stream never opened: {e}"));
+    page.type_into("#body", "hello from the browser").await;
+    page.click("#post button").await;
+    let xpath = "//ul[@id='comments']/li[contains(., 'hello from the browser')]";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the comment never arrived over the stream: {e}"));
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        if page.prop("#viewers", "innerText").await == "1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page does not count itself as a viewer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     page.close().await;
 }
