@@ -103,7 +103,7 @@ pub const EXPERIMENTS: &[Experiment] = &[
     },
     Experiment {
         name: "sketches",
-        summary: "Bloom false-positive rate over n at m = 10,000, k = 3 against the formula (the catalogue's ≈ 2% example); HyperLogLog error at p = 14 from 10 to 10^7 keys against 1.04/√m",
+        summary: "Bloom false-positive rate over n at m = 10,000, k = 3 against the formula (the catalogue's ≈ 2% example); HyperLogLog error at p = 14 from 10 to 10^8 keys against 1.04/√m; Count-Min overestimates against εN on Zipf(1.1), plain and conservative; Space-Saving Top-100 recall and memory beside exact counting on 10M Zipf(1.1) events",
         run: |ctx| Box::pin(sketches::run(ctx)),
     },
     Experiment {
