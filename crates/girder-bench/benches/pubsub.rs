@@ -15,7 +15,7 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_main};
 use girder_realtime::{Event, Hub, HubConfig, Pattern, SlowConsumer, SubscribeConfig, Topic};
 
 const BATCH: u64 = 1_000;
@@ -88,5 +88,10 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, one_subscriber, fan_out);
-criterion_main!(benches);
+mod group {
+    // criterion_group! defines an undocumented `pub fn`.
+    #![allow(missing_docs)]
+    use super::{fan_out, one_subscriber};
+    criterion::criterion_group!(benches, one_subscriber, fan_out);
+}
+criterion_main!(group::benches);
