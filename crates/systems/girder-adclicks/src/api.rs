@@ -320,6 +320,22 @@ impl AdClicks {
     }
 }
 
+/// The latest time a query takes (the year 3000), in ms since the Unix epoch.
+const TIME_MS_MAX: i64 = 32_503_680_000_000;
+
+/// Refuses a `from`/`to` outside `0..=TIME_MS_MAX`, as the schema says, rather than
+/// clamping it.
+fn check_times(from: Option<i64>, to: Option<i64>) -> Result<()> {
+    for (name, t) in [("from", from), ("to", to)] {
+        if t.is_some_and(|t| !(0..=TIME_MS_MAX).contains(&t)) {
+            return Err(ErrorKind::Invalid(format!(
+                "{name}: 0..={TIME_MS_MAX} ms since the Unix epoch"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_caller(caller: &Caller) -> Result<()> {
     let id = &caller.id;
     if id.is_empty() || id.len() > CALLER_ID_MAX {
@@ -539,12 +555,11 @@ async fn ad_clicks(
 ) -> Result<axum::Json<ClicksView>> {
     let granularity = query.granularity.unwrap_or_default();
     let g = granularity.ms();
+    check_times(query.from, query.to)?;
     let to = query.to.unwrap_or_else(|| ads.now_ms());
     let from = query.from.unwrap_or(to.saturating_sub(3_600_000)).max(0);
-    if !(0..=32_503_680_000_000).contains(&to) || from >= to {
-        return Err(ErrorKind::Invalid(
-            "from must be before to, both in 0..=32503680000000".into(),
-        ));
+    if from >= to {
+        return Err(ErrorKind::Invalid("from must be before to".into()));
     }
     let from = from - from.rem_euclid(g);
     if (to - from).div_euclid(g) > BUCKETS_MAX {
@@ -632,7 +647,9 @@ async fn reconcile(
     _operator: Operator,
     Query(query): Query<ReconcileQuery>,
 ) -> Result<axum::Json<ReconcileView>> {
+    check_times(query.from, query.to)?;
     let closed = ads.closed_before();
+    // A `to` past the last closed minute is shortened to it (the response says so).
     let to = query.to.unwrap_or(closed).min(closed);
     let from = query.from.unwrap_or(to.saturating_sub(ads.config.reconcile_window_ms)).max(0);
     if from >= to {
