@@ -123,6 +123,9 @@ pub enum RunError<E: std::error::Error + 'static> {
     /// The committer failed (or refused a stale epoch).
     #[error("committing: {0}")]
     Commit(#[source] E),
+    /// The operator's settings are out of range.
+    #[error("the operator's settings: {0}")]
+    Config(#[from] crate::error::ConfigError),
     /// The stored state could not be restored.
     #[error("restoring partition {partition}'s state: {source}")]
     State {
@@ -199,12 +202,7 @@ where
                     (op, cp.offset)
                 }
                 None => {
-                    let op = WindowOperator::new(self.aggregate_clone(), self.operator).map_err(
-                        |e| RunError::State {
-                            partition,
-                            source: crate::error::StateError::Mismatch(e.name),
-                        },
-                    )?;
+                    let op = WindowOperator::new(self.aggregate_clone(), self.operator)?;
                     (op, self.source.first_offset(partition).await?)
                 }
             };

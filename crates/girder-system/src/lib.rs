@@ -125,6 +125,32 @@ impl Context {
     pub fn with_redis(self, url: impl Into<String>) -> Self {
         Self { redis_url: Some(url.into()), ..self }
     }
+
+    /// This instance's id for `system`, kept in `<data_dir>/<system>/instance` (made,
+    /// synced and renamed into place the first time), so a restart on the same data
+    /// directory is the same instance: its stream pipelines and leases resume.
+    ///
+    /// # Errors
+    /// The directory cannot be made or the file read or written, or it is empty.
+    pub fn instance_id(&self, system: &str) -> Result<String, std::io::Error> {
+        let dir = self.data_dir.join(system);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("instance");
+        match std::fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+            Ok(_) => Err(std::io::Error::other(format!("{} is empty", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = format!("{:016x}", rand::random::<u64>());
+                let tmp = dir.join("instance.tmp");
+                std::fs::write(&tmp, &id)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&dir)?.sync_all()?;
+                Ok(id)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {

@@ -210,25 +210,6 @@ pub enum AdClicksError {
 
 const TOKEN_KEY_SETTING: &str = "adclicks_token_key";
 
-/// This instance's id, kept in its data directory.
-fn instance_id(dir: &std::path::Path) -> Result<String, std::io::Error> {
-    let path = dir.join("instance");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
-        _ => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            std::fs::write(&path, &id)?;
-            Ok(id)
-        }
-    }
-}
-
-fn fresh_filter(capacity: u64) -> BloomFilter {
-    BloomFilter::new(&BloomConfig::new(capacity, 0.01)).unwrap_or_else(|_| {
-        BloomFilter::new(&BloomConfig::new(1_000, 0.01)).expect("a small valid filter")
-    })
-}
-
 impl AdClicks {
     /// Opens on `context`. Without NATS the click log is this instance's own, in
     /// `<data_dir>/adclicks/log`, and so is its pipeline. With NATS
@@ -245,7 +226,7 @@ impl AdClicks {
     ) -> Result<Arc<Self>, OpenError> {
         let dir = context.data_dir.join("adclicks");
         std::fs::create_dir_all(&dir).map_err(OpenError::storage)?;
-        let member = instance_id(&dir).map_err(OpenError::storage)?;
+        let member = context.instance_id("adclicks").map_err(OpenError::storage)?;
         let (log, pipeline) = match context.nats_url.as_deref() {
             None => {
                 let log = PartitionedLog::open(&LogConfig::new(dir.join("log"), config.partitions))
@@ -268,14 +249,13 @@ impl AdClicks {
         .await
         .map_err(OpenError::storage)?;
         let stream = StreamStore::new(context.db.clone(), pipeline, Arc::clone(&context.clock));
+        let filter = BloomFilter::new(&BloomConfig::new(config.bloom_capacity, 0.01))
+            .map_err(OpenError::storage)?;
         Ok(Arc::new(Self {
             store: Store::new(context.db.clone()),
             tokens: Tokens::new(key),
             log,
-            seen: parking_lot::Mutex::new(Seen {
-                filter: fresh_filter(config.bloom_capacity),
-                inserted: 0,
-            }),
+            seen: parking_lot::Mutex::new(Seen { filter, inserted: 0 }),
             stream,
             member,
             counters: Counters::default(),
@@ -366,7 +346,7 @@ impl AdClicks {
         let mut seen = self.seen.lock();
         if seen.inserted >= self.config.bloom_capacity {
             // Full: start afresh (older impressions fall back to the exact check).
-            seen.filter = fresh_filter(self.config.bloom_capacity);
+            seen.filter.clear();
             seen.inserted = 0;
         }
         if !seen.filter.contains(id) {

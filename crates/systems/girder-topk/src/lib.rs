@@ -290,26 +290,6 @@ impl std::fmt::Debug for TopK {
     }
 }
 
-/// The instance id kept in `dir` (made the first time), so a restart resumes the
-/// same pipeline.
-fn instance_id(dir: &std::path::Path) -> Result<String, std::io::Error> {
-    let path = dir.join("instance");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
-        Ok(_) => Err(std::io::Error::other(format!("{} is empty", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-            let tmp = dir.join("instance.tmp");
-            std::fs::write(&tmp, &id)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()?;
-            Ok(id)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 impl TopK {
     /// Opens Top-K on `context` (migrated): its log in `<data_dir>/topk/log`, its
     /// instance id in `<data_dir>/topk/instance`.
@@ -319,7 +299,7 @@ impl TopK {
     pub fn open_with(context: &Context, config: TopKConfig) -> Result<Arc<Self>, OpenError> {
         let dir = context.data_dir.join("topk");
         std::fs::create_dir_all(&dir).map_err(OpenError::storage)?;
-        let instance = instance_id(&dir).map_err(OpenError::storage)?;
+        let instance = context.instance_id("topk").map_err(OpenError::storage)?;
         let log = Arc::new(
             PartitionedLog::open(&LogConfig::new(dir.join("log"), config.partitions))
                 .map_err(OpenError::storage)?,
