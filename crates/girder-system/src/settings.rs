@@ -37,6 +37,18 @@ impl SettingsError {
     pub fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid { setting: setting.into(), reason: reason.into() }
     }
+
+    /// `Ok` when `value` is in `min..=max`, else `setting` is invalid, saying the range.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming `setting`.
+    pub fn check_range(setting: &str, value: i64, min: i64, max: i64) -> Result<(), Self> {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(Self::invalid(setting, format!("must be {min}..={max}, got {value}")))
+        }
+    }
 }
 
 /// The settings of the system with slug `table`: the flags in `matches` over the

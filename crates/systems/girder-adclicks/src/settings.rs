@@ -41,15 +41,30 @@ impl AdClicksSettings {
     pub fn resolve(self) -> Result<AdClicksConfig, SettingsError> {
         let d = AdClicksConfig::new();
         let partitions = self.adclicks_partitions.unwrap_or(d.partitions);
-        check("adclicks.partitions", i64::from(partitions), 1, 64)?;
+        SettingsError::check_range("adclicks.partitions", i64::from(partitions), 1, 64)?;
         let allowed_lateness_ms =
             self.adclicks_allowed_lateness_ms.unwrap_or(d.allowed_lateness_ms);
-        check("adclicks.allowed_lateness_ms", allowed_lateness_ms, 0, 3_600_000)?;
+        SettingsError::check_range(
+            "adclicks.allowed_lateness_ms",
+            allowed_lateness_ms,
+            0,
+            3_600_000,
+        )?;
         let reconcile_interval_ms =
             self.adclicks_reconcile_interval_ms.unwrap_or(d.reconcile_interval_ms);
-        check("adclicks.reconcile_interval_ms", reconcile_interval_ms as i64, 1_000, 86_400_000)?;
+        SettingsError::check_range(
+            "adclicks.reconcile_interval_ms",
+            reconcile_interval_ms as i64,
+            1_000,
+            86_400_000,
+        )?;
         let impression_ttl_ms = self.adclicks_impression_ttl_ms.unwrap_or(d.impression_ttl_ms);
-        check("adclicks.impression_ttl_ms", impression_ttl_ms, 60_000, 2_592_000_000)?;
+        SettingsError::check_range(
+            "adclicks.impression_ttl_ms",
+            impression_ttl_ms,
+            60_000,
+            2_592_000_000,
+        )?;
         Ok(AdClicksConfig {
             partitions,
             allowed_lateness_ms,
@@ -57,14 +72,6 @@ impl AdClicksSettings {
             impression_ttl_ms,
             ..d
         })
-    }
-}
-
-fn check(name: &'static str, v: i64, min: i64, max: i64) -> Result<(), SettingsError> {
-    if (min..=max).contains(&v) {
-        Ok(())
-    } else {
-        Err(SettingsError::invalid(name, format!("{v} is not in {min}..={max}")))
     }
 }
 

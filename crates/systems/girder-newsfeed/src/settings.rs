@@ -51,7 +51,7 @@ impl NewsFeedSettings {
     pub fn resolve(self) -> Result<NewsFeedConfig, SettingsError> {
         let d = NewsFeedConfig::new();
         let push_threshold = self.newsfeed_push_threshold.unwrap_or(d.push_threshold);
-        check("newsfeed.push_threshold", push_threshold, 0, 100_000_000)?;
+        SettingsError::check_range("newsfeed.push_threshold", push_threshold, 0, 100_000_000)?;
         let feed_shards = self.newsfeed_feed_shards.unwrap_or_default();
         if feed_shards.len() > 64 {
             return Err(SettingsError::invalid(
@@ -71,13 +71,28 @@ impl NewsFeedSettings {
             }
         }
         let workers = self.newsfeed_workers.unwrap_or(d.workers);
-        check("newsfeed.workers", workers as i64, 1, 64)?;
+        SettingsError::check_range("newsfeed.workers", workers as i64, 1, 64)?;
         let visibility_ms = self.newsfeed_visibility_ms.unwrap_or(d.visibility_ms);
-        check("newsfeed.visibility_ms", visibility_ms as i64, 1_000, 3_600_000)?;
+        SettingsError::check_range(
+            "newsfeed.visibility_ms",
+            visibility_ms as i64,
+            1_000,
+            3_600_000,
+        )?;
         let sweep_grace_ms = self.newsfeed_sweep_grace_ms.unwrap_or(d.sweep_grace_ms);
-        check("newsfeed.sweep_grace_ms", sweep_grace_ms as i64, 1_000, 86_400_000)?;
+        SettingsError::check_range(
+            "newsfeed.sweep_grace_ms",
+            sweep_grace_ms as i64,
+            1_000,
+            86_400_000,
+        )?;
         let first_page_ttl_ms = self.newsfeed_first_page_ttl_ms.unwrap_or(d.first_page_ttl_ms);
-        check("newsfeed.first_page_ttl_ms", first_page_ttl_ms as i64, 1, 60_000)?;
+        SettingsError::check_range(
+            "newsfeed.first_page_ttl_ms",
+            first_page_ttl_ms as i64,
+            1,
+            60_000,
+        )?;
         Ok(NewsFeedConfig {
             push_threshold,
             feed_shards,
@@ -87,14 +102,6 @@ impl NewsFeedSettings {
             first_page_ttl_ms,
             ..d
         })
-    }
-}
-
-fn check(name: &str, value: i64, min: i64, max: i64) -> Result<(), SettingsError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(SettingsError::invalid(name, format!("must be {min}..={max}, got {value}")))
     }
 }
 

@@ -56,19 +56,29 @@ impl TopKSettings {
     pub fn resolve(self) -> Result<TopKConfig, SettingsError> {
         let d = TopKConfig::new();
         let partitions = self.topk_partitions.unwrap_or(d.partitions);
-        check("topk.partitions", i64::from(partitions), 1, 64)?;
+        SettingsError::check_range("topk.partitions", i64::from(partitions), 1, 64)?;
         let checkpoint_ms = self.topk_checkpoint_ms.unwrap_or(d.checkpoint_ms);
-        check("topk.checkpoint_ms", i64::try_from(checkpoint_ms).unwrap_or(i64::MAX), 10, 60_000)?;
+        SettingsError::check_range(
+            "topk.checkpoint_ms",
+            i64::try_from(checkpoint_ms).unwrap_or(i64::MAX),
+            10,
+            60_000,
+        )?;
         let out_of_orderness_ms = self.topk_out_of_orderness_ms.unwrap_or(d.out_of_orderness_ms);
-        check("topk.out_of_orderness_ms", out_of_orderness_ms, 0, 60_000)?;
+        SettingsError::check_range("topk.out_of_orderness_ms", out_of_orderness_ms, 0, 60_000)?;
         let allowed_lateness_ms = self.topk_allowed_lateness_ms.unwrap_or(d.allowed_lateness_ms);
-        check("topk.allowed_lateness_ms", allowed_lateness_ms, 0, 3_600_000)?;
+        SettingsError::check_range("topk.allowed_lateness_ms", allowed_lateness_ms, 0, 3_600_000)?;
         let future_ms_max = self.topk_future_ms_max.unwrap_or(d.future_ms_max);
-        check("topk.future_ms_max", future_ms_max, 0, 60_000)?;
+        SettingsError::check_range("topk.future_ms_max", future_ms_max, 0, 60_000)?;
         let slots_max = self.topk_slots_max.unwrap_or(d.slots_max);
-        check("topk.slots_max", i64::try_from(slots_max).unwrap_or(i64::MAX), 1_000, 10_000_000)?;
+        SettingsError::check_range(
+            "topk.slots_max",
+            i64::try_from(slots_max).unwrap_or(i64::MAX),
+            1_000,
+            10_000_000,
+        )?;
         let retention_minutes = self.topk_retention_minutes.unwrap_or(d.retention_minutes);
-        check("topk.retention_minutes", retention_minutes, 1_440, 525_600)?;
+        SettingsError::check_range("topk.retention_minutes", retention_minutes, 1_440, 525_600)?;
         Ok(TopKConfig {
             partitions,
             checkpoint_ms,
@@ -79,14 +89,6 @@ impl TopKSettings {
             retention_minutes,
             ..d
         })
-    }
-}
-
-fn check(name: &str, value: i64, min: i64, max: i64) -> Result<(), SettingsError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(SettingsError::invalid(name, format!("must be {min}..={max}, got {value}")))
     }
 }
 
