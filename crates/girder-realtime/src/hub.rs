@@ -148,6 +148,12 @@ pub enum HubError {
     /// A setting is out of range.
     #[error("{0}")]
     Config(&'static str),
+    /// The hub holds `topics_max` topics, every one with a subscriber.
+    #[error("the hub holds {max} topics, each with subscribers")]
+    TooManyTopics {
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// How a hub is bounded.
@@ -156,7 +162,8 @@ pub struct HubConfig {
     /// Messages kept per topic for resume.
     pub history_per_topic: usize,
     /// Topics kept; beyond it, topics without subscribers are forgotten (with their
-    /// history: a resume there is a reset).
+    /// history: a resume there is a reset), and when every topic has subscribers a
+    /// new one is refused with [`HubError::TooManyTopics`].
     pub topics_max: usize,
     /// The largest payload.
     pub message_bytes_max: usize,
@@ -283,17 +290,21 @@ impl Hub {
         self.inner.epoch
     }
 
-    fn topic(&self, topic: &Topic) -> Arc<Mutex<TopicState>> {
+    fn topic(&self, topic: &Topic) -> Result<Arc<Mutex<TopicState>>, HubError> {
         if let Some(state) = self.inner.topics.read().get(topic) {
-            return Arc::clone(state);
+            return Ok(Arc::clone(state));
         }
         let mut topics = self.inner.topics.write();
         if let Some(state) = topics.get(topic) {
-            return Arc::clone(state);
+            return Ok(Arc::clone(state));
         }
-        if topics.len() >= self.inner.config.topics_max {
+        let max = self.inner.config.topics_max;
+        if topics.len() >= max {
             // Forget topics nobody listens to (their history goes with them).
             topics.retain(|_, t| t.try_lock().is_none_or(|t| !t.subscribers.is_empty()));
+            if topics.len() >= max {
+                return Err(HubError::TooManyTopics { max });
+            }
         }
         let state = Arc::new(Mutex::new(TopicState {
             stream: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
@@ -302,7 +313,7 @@ impl Hub {
             subscribers: Vec::new(),
         }));
         topics.insert(topic.clone(), Arc::clone(&state));
-        state
+        Ok(state)
     }
 
     /// Publishes `payload` on `topic` to every matching subscriber.
@@ -315,7 +326,7 @@ impl Hub {
         if payload.len() > max {
             return Err(HubError::TooLarge { len: payload.len(), max });
         }
-        let state = self.topic(topic);
+        let state = self.topic(topic)?;
         let mut state = state.lock();
         let position =
             Position { epoch: self.inner.epoch, stream: state.stream, seq: state.next_seq };
@@ -369,7 +380,7 @@ impl Hub {
         let (id, shared) = self.new_sub(config)?;
         let target = match pattern.exact() {
             Some(topic) => {
-                self.topic(&topic).lock().subscribers.push((id, Arc::clone(&shared)));
+                self.topic(&topic)?.lock().subscribers.push((id, Arc::clone(&shared)));
                 Target::Topic(topic)
             }
             None => {
@@ -392,7 +403,7 @@ impl Hub {
         config: SubscribeConfig,
     ) -> Result<(Subscription, Resume), HubError> {
         let (id, shared) = self.new_sub(config)?;
-        let state = self.topic(topic);
+        let state = self.topic(topic)?;
         let mut state = state.lock();
         let oldest = state.history.front().map(|m| m.position);
         let last = state.next_seq - 1;

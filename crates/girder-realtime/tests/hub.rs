@@ -184,6 +184,12 @@ fn bounds_are_typed_errors() {
     }
     assert!(hub.topics() <= 3, "{}", hub.topics());
     assert_eq!(hub.publish(&t("kept"), "y").unwrap().delivered, 1);
+    // When every topic has a subscriber, a new one is refused; known ones still work.
+    let _b = hub.subscribe(&p("b"), SubscribeConfig::default()).unwrap();
+    let _c = hub.subscribe(&p("c"), SubscribeConfig::default()).unwrap();
+    assert_eq!(hub.publish(&t("d"), "z"), Err(HubError::TooManyTopics { max: 3 }));
+    assert!(hub.subscribe(&p("e"), SubscribeConfig::default()).is_err());
+    assert_eq!(hub.publish(&t("b"), "w").unwrap().delivered, 1);
 }
 
 proptest! {
