@@ -110,6 +110,9 @@ pub enum ErrorKind {
     /// The body or a parameter is out of bounds.
     #[error("{0}")]
     Invalid(String),
+    /// This instance is watching as many videos as it holds.
+    #[error("{0}")]
+    Full(String),
     /// A store failed.
     #[error("store")]
     Store(#[from] LiveCommentsError),
@@ -130,6 +133,7 @@ impl IntoResponse for ErrorKind {
                     .detail(detail)
                     .into_response()
             }
+            Self::Full(_) => Problem::unavailable(detail).into_response(),
             Self::Store(_) => {
                 tracing::error!(
                     error = &self as &dyn std::error::Error,
@@ -284,7 +288,7 @@ impl Drop for Watching {
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
         (status = 422, description = "Invalid video", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Presence unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Presence unavailable, or this instance holds as many live videos as it can", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn watch(
@@ -312,7 +316,7 @@ async fn watch(
     lc.viewers.beat(&video, &viewer, &connection, ttl).await.map_err(LiveCommentsError::from)?;
     let config = SubscribeConfig { capacity: VIEWER_BUFFER, policy: SlowConsumer::DropOldest };
     let (subscription, resume) =
-        lc.hub.resume(&topic, since, config).map_err(|e| ErrorKind::Invalid(e.to_string()))?;
+        lc.hub.resume(&topic, since, config).map_err(|e| ErrorKind::Full(e.to_string()))?;
     let beat = {
         let (viewers, video, viewer, connection) =
             (lc.viewers.clone(), video.clone(), viewer.clone(), connection.clone());
