@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self as js, consumer, stream};
 use futures_util::StreamExt;
-use parking_lot::Mutex;
 
 use crate::source::{Source, SourceError, SourceRecord, partition_of};
 
@@ -60,7 +59,6 @@ pub struct JetStreamLog {
     stream: stream::Stream,
     config: JetStreamLogConfig,
     readers: Vec<tokio::sync::Mutex<Option<Reader>>>,
-    first: Mutex<u64>,
 }
 
 impl std::fmt::Debug for JetStreamLog {
@@ -134,7 +132,7 @@ impl JetStreamLog {
             )));
         }
         let readers = (0..config.partitions).map(|_| tokio::sync::Mutex::new(None)).collect();
-        Ok(Self { js, stream, config, readers, first: Mutex::new(1) })
+        Ok(Self { js, stream, config, readers })
     }
 
     fn subject(&self, partition: u32) -> String {
@@ -238,7 +236,6 @@ impl Source for std::sync::Arc<JetStreamLog> {
             stream.info().await.map(|i| i.state.first_sequence).map_err(nats("stream info"))
         })
         .await?;
-        *self.first.lock() = info;
         Ok(info.max(1))
     }
 
