@@ -38,7 +38,18 @@ async fn open_with(
     if let Some(url) = nats {
         context = context.with_nats(url);
     }
-    AdClicks::open_with(&context, config).await.expect("open adclicks")
+    // A killed instance's log writer lets go of its directory lock as it winds down
+    // (a killed process, as it exits): a reopen waits for that, boundedly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match AdClicks::open_with(&context, config.clone()).await {
+            Ok(ads) => return ads,
+            Err(e) if format!("{e:?}").contains("Locked") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("open adclicks: {e:?}"),
+        }
+    }
 }
 
 fn router(ads: &Arc<AdClicks>) -> Router {
