@@ -30,8 +30,11 @@
 //! (never "online forever"), in process or, with feature `redis`, shared through
 //! Redis.
 //!
-//! Not yet: a Redis pub/sub backend, durable replay across instances (JetStream), the
-//! WebSocket hub, change data capture.
+//! [`ws`]: the WebSocket hub's registry — connections by user and device, bounded
+//! outboxes that cut a slow reader with a close code, keep-alive timing — for a
+//! server to drive its sockets with.
+//!
+//! Not yet: a Redis pub/sub backend, durable replay across instances (JetStream).
 
 pub mod hub;
 pub mod longpoll;
@@ -42,6 +45,7 @@ pub mod presence;
 pub mod presence_redis;
 pub mod sse;
 pub mod topic;
+pub mod ws;
 
 pub use hub::{
     Closed, Event, Hub, HubConfig, HubError, Message, Position, Published, Resume, SlowConsumer,
