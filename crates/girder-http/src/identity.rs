@@ -160,9 +160,18 @@ impl Tokens {
     /// # Errors
     /// [`TokenError::Invalid`] for a malformed, forged or expired token.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        self.verify_expiring(token).map(|(caller, _)| caller)
+    }
+
+    /// The caller a token names and when it expires (Unix seconds), if it is valid
+    /// now: for a connection that outlives its request, which must end at expiry.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`] for a malformed, forged or expired token.
+    pub fn verify_expiring(&self, token: &str) -> Result<(Caller, u64), TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(TokenError::Invalid)?;
-        Ok(Caller { id: data.claims.sub, role: data.claims.role })
+        Ok((Caller { id: data.claims.sub, role: data.claims.role }, data.claims.exp))
     }
 
     /// The layer that makes these tokens the ones every extractor checks.

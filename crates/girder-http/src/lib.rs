@@ -25,5 +25,6 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod request_id;
+pub mod ws;
 
 pub use problem::Problem;

@@ -197,3 +197,63 @@ impl PresenceStore for MemoryPresence {
         Ok(self.rooms.lock().last_seen.get(user).copied())
     }
 }
+
+/// The store a server picked at start: in process, or (feature `redis`) shared
+/// through Redis. One type for systems to hold whichever it is.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum AnyPresence {
+    /// In this process.
+    Memory(MemoryPresence),
+    /// Shared through Redis.
+    #[cfg(feature = "redis")]
+    Redis(Box<crate::presence_redis::RedisPresence>),
+}
+
+impl std::fmt::Debug for AnyPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory(_) => "AnyPresence::Memory",
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => "AnyPresence::Redis",
+        })
+    }
+}
+
+macro_rules! on_presence {
+    ($self:expr, |$p:ident| $body:expr) => {
+        match $self {
+            AnyPresence::Memory($p) => $body,
+            #[cfg(feature = "redis")]
+            AnyPresence::Redis($p) => $body,
+        }
+    };
+}
+
+impl PresenceStore for AnyPresence {
+    async fn heartbeat(
+        &self,
+        room: &str,
+        user: &str,
+        device: &str,
+        ttl_ms: u64,
+    ) -> Result<Change, PresenceError> {
+        on_presence!(self, |p| p.heartbeat(room, user, device, ttl_ms).await)
+    }
+
+    async fn leave(&self, room: &str, user: &str, device: &str) -> Result<Change, PresenceError> {
+        on_presence!(self, |p| p.leave(room, user, device).await)
+    }
+
+    async fn online(&self, room: &str) -> Result<Vec<Online>, PresenceError> {
+        on_presence!(self, |p| p.online(room).await)
+    }
+
+    async fn expire(&self, room: &str) -> Result<Vec<String>, PresenceError> {
+        on_presence!(self, |p| p.expire(room).await)
+    }
+
+    async fn last_seen(&self, user: &str) -> Result<Option<u64>, PresenceError> {
+        on_presence!(self, |p| p.last_seen(user).await)
+    }
+}

@@ -160,9 +160,9 @@ pub enum RegisterError {
 
 /// What a [`Connection`] hands to its socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outbound {
-    /// A text frame.
-    Text(Bytes),
+pub enum Outbound<T = Bytes> {
+    /// A frame (or whatever the server turns into one).
+    Text(T),
     /// Close with this code; nothing follows.
     Close(CloseCode),
 }
@@ -177,30 +177,31 @@ pub struct Fanout {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<T> {
     id: u64,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<T>,
     close: Arc<OnceLock<CloseCode>>,
 }
 
-impl Entry {
+impl<T> Entry<T> {
     /// Ends the connection with `code`: its socket sends what is queued, then closes.
     fn end(&self, code: CloseCode) {
         let _ = self.close.set(code);
     }
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    users: HashMap<String, HashMap<String, Entry, RandomState>, RandomState>,
+#[derive(Debug)]
+struct Inner<T> {
+    users: HashMap<String, HashMap<String, Entry<T>, RandomState>, RandomState>,
     total: usize,
     next_id: u64,
 }
 
-/// The connections of one server. Clones share it.
-#[derive(Debug, Clone)]
-pub struct Registry {
-    inner: Arc<Mutex<Inner>>,
+/// The connections of one server, whose outboxes hold `T` (frames as [`Bytes`] by
+/// default, or a server's own type). Clones share it.
+#[derive(Debug)]
+pub struct Registry<T = Bytes> {
+    inner: Arc<Mutex<Inner<T>>>,
     config: RegistryConfig,
 }
 
@@ -208,7 +209,13 @@ fn check_id(what: &'static str, id: &str) -> Result<(), RegisterError> {
     if id.is_empty() || id.len() > 128 { Err(RegisterError::BadId(what)) } else { Ok(()) }
 }
 
-impl Registry {
+impl<T> Clone for Registry<T> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner), config: self.config }
+    }
+}
+
+impl<T: Clone> Registry<T> {
     /// An empty registry.
     ///
     /// # Panics
@@ -216,7 +223,10 @@ impl Registry {
     #[must_use]
     pub fn new(config: RegistryConfig) -> Self {
         let config = RegistryConfig { outbox: config.outbox.max(1), ..config };
-        Self { inner: Arc::new(Mutex::new(Inner::default())), config }
+        Self {
+            inner: Arc::new(Mutex::new(Inner { users: HashMap::default(), total: 0, next_id: 0 })),
+            config,
+        }
     }
 
     /// Registers `device` of `user`. An earlier connection of the same device is
@@ -224,7 +234,7 @@ impl Registry {
     ///
     /// # Errors
     /// The registry or the user's device count is at its bound, or an id is bad.
-    pub fn register(&self, user: &str, device: &str) -> Result<Connection, RegisterError> {
+    pub fn register(&self, user: &str, device: &str) -> Result<Connection<T>, RegisterError> {
         check_id("user", user)?;
         check_id("device", device)?;
         let mut inner = self.inner.lock();
@@ -263,7 +273,7 @@ impl Registry {
 
     /// Puts `frame` in the outbox of every connected device of `user`. A full outbox
     /// ends its connection with [`CloseCode::SlowConsumer`].
-    pub fn send_to_user(&self, user: &str, frame: &Bytes) -> Fanout {
+    pub fn send_to_user(&self, user: &str, frame: &T) -> Fanout {
         let mut fanout = Fanout::default();
         let mut inner = self.inner.lock();
         let Some(devices) = inner.users.get_mut(user) else { return fanout };
@@ -290,7 +300,7 @@ impl Registry {
 
     /// Puts `frame` in the outbox of `device` of `user`, if connected; `false` when
     /// it is not (or was cut for a full outbox).
-    pub fn send_to_device(&self, user: &str, device: &str, frame: Bytes) -> bool {
+    pub fn send_to_device(&self, user: &str, device: &str, frame: T) -> bool {
         let inner = self.inner.lock();
         let Some(entry) = inner.users.get(user).and_then(|d| d.get(device)) else {
             return false;
@@ -305,6 +315,19 @@ impl Registry {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Puts `frame` in every outbox (a server-wide notice); full ones are cut as in
+    /// [`Registry::send_to_user`].
+    pub fn send_to_all(&self, frame: &T) -> Fanout {
+        let users: Vec<String> = self.inner.lock().users.keys().cloned().collect();
+        let mut all = Fanout::default();
+        for user in users {
+            let f = self.send_to_user(&user, frame);
+            all.delivered += f.delivered;
+            all.cut += f.cut;
+        }
+        all
     }
 
     /// Closes every connection of `user` with `code`; returns how many.
@@ -377,16 +400,16 @@ impl Registry {
 /// One registered connection: its outbox and how it must end. Dropping it
 /// unregisters it (unless a newer connection of the device has replaced it).
 #[derive(Debug)]
-pub struct Connection {
+pub struct Connection<T: Clone = Bytes> {
     id: u64,
     user: String,
     device: String,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<T>,
     close: Arc<OnceLock<CloseCode>>,
-    registry: Registry,
+    registry: Registry<T>,
 }
 
-impl Connection {
+impl<T: Clone> Connection<T> {
     /// The user.
     #[must_use]
     pub fn user(&self) -> &str {
@@ -402,7 +425,7 @@ impl Connection {
     /// The next thing to write: a queued frame, or — once the registry ended this
     /// connection and everything queued before that was handed out — the close.
     /// Cancel-safe.
-    pub async fn recv(&mut self) -> Outbound {
+    pub async fn recv(&mut self) -> Outbound<T> {
         match self.rx.recv().await {
             Some(frame) => Outbound::Text(frame),
             // Every path that ends a connection sets its code, then drops its entry
@@ -412,7 +435,7 @@ impl Connection {
     }
 }
 
-impl Drop for Connection {
+impl<T: Clone> Drop for Connection<T> {
     fn drop(&mut self) {
         self.registry.remove_device(&self.user, &self.device, Some(self.id));
     }

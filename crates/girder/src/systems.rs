@@ -29,12 +29,7 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
     &Live::<girder_bitly::Bitly>::new(),
     &Live::<girder_gopuff::GoPuff>::new(),
     &Live::<girder_newsfeed::NewsFeed>::new(),
-    &planned(
-        "whatsapp",
-        "WhatsApp",
-        "bi-directional real-time messaging",
-        &["WebSockets for Bi-directional Communication"],
-    ),
+    &Live::<girder_whatsapp::WhatsApp>::new(),
     &Live::<girder_livecomments::LiveComments>::new(),
     &planned(
         "postsearch",

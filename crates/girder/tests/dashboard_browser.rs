@@ -430,3 +430,53 @@ async fn a_comment_arrives_over_the_live_comments_stream() {
     }
     page.close().await;
 }
+
+/// The WhatsApp page in two browser sessions (two users): one opens a chat with the
+/// other and sends; the other receives it over its socket, which reads it, and the
+/// sender's page shows the read receipt; the reply travels back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browser_sessions_chat_and_see_each_others_receipts() {
+    if !browser_available("two_browser_sessions_chat_and_see_each_others_receipts") {
+        return;
+    }
+    let ann = Page::open().await;
+    let profile = tempfile::tempdir().expect("profile");
+    let bob = ann._driver.session(profile.path()).await;
+    let wait_for = |client: &Client, xpath: String, what: &'static str| {
+        let client = client.clone();
+        async move {
+            let found = client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(&xpath)).await;
+            found.unwrap_or_else(|e| panic!("{what}: {e}"))
+        }
+    };
+    ann.goto("/dashboard/whatsapp").await;
+    wait_for(&ann.client, "//span[@id='state'][.='online']".into(), "ann never came online").await;
+    let ann_id = ann.prop("#me", "innerText").await;
+    bob.goto(&format!("{}/dashboard/whatsapp", ann.server.base)).await.expect("goto");
+    wait_for(&bob, "//span[@id='state'][.='online']".into(), "bob never came online").await;
+    let bob_id = bob.find(Locator::Css("#me")).await.expect("me").text().await.expect("text");
+    assert_ne!(ann_id, bob_id, "two sessions are two users");
+
+    bob.find(Locator::Css("#peer")).await.expect("peer").send_keys(&ann_id).await.expect("type");
+    bob.find(Locator::Css("#open button")).await.expect("open").click().await.expect("click");
+    wait_for(&bob, "//div[@id='chats']/button".into(), "the chat never opened").await;
+    bob.find(Locator::Css("#body"))
+        .await
+        .expect("body")
+        .send_keys("hello ann")
+        .await
+        .expect("type");
+    bob.find(Locator::Css("#send button")).await.expect("send").click().await.expect("click");
+
+    let got = "//ul[@id='messages']/li[contains(., 'hello ann')]".to_owned();
+    wait_for(&ann.client, got, "the message never reached the other session").await;
+    let read = "//ul[@id='messages']/li[contains(., 'hello ann')][@data-status='read']".to_owned();
+    wait_for(&bob, read, "the sender never saw the read receipt").await;
+
+    ann.type_into("#body", "hi bob").await;
+    ann.click("#send button").await;
+    let reply = "//ul[@id='messages']/li[contains(., 'hi bob')]".to_owned();
+    wait_for(&bob, reply, "the reply never arrived").await;
+    bob.close().await.expect("close bob");
+    ann.close().await;
+}

@@ -76,7 +76,9 @@ async fn an_older_database_upgrades_in_place() {
         assert_eq!(key, "ab".repeat(32), "the shared key survives the upgrade");
         assert_eq!(
             applied(&pool).await,
-            vec![1, 2, 901, 1001, 1002, 3001, 4001, 5001, 5002, 5501, 7001, 13001, 15001],
+            vec![
+                1, 2, 901, 1001, 1002, 3001, 4001, 5001, 5002, 5501, 6001, 6501, 7001, 13001, 15001
+            ],
             "{}",
             db.engine()
         );
@@ -87,7 +89,9 @@ async fn an_older_database_upgrades_in_place() {
         assert_eq!(get(&app, "/oldlink").await.status, StatusCode::FOUND);
         assert_eq!(
             applied(&pool).await,
-            vec![1, 2, 901, 1001, 1002, 3001, 4001, 5001, 5002, 5501, 7001, 13001, 15001]
+            vec![
+                1, 2, 901, 1001, 1002, 3001, 4001, 5001, 5002, 5501, 6001, 6501, 7001, 13001, 15001
+            ]
         );
         systems.close().await;
         pool.close().await;
