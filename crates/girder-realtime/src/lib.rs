@@ -36,6 +36,8 @@
 //!
 //! Not yet: a Redis pub/sub backend, durable replay across instances (JetStream).
 
+#[cfg(feature = "sql")]
+pub mod cdc;
 pub mod hub;
 pub mod longpoll;
 #[cfg(feature = "nats")]
