@@ -2,7 +2,8 @@
 //! Each failure names the file that breaks a rule and the rule.
 //!
 //! - Systems never depend on each other.
-//! - In a system crate, only the HTTP module (`src/api.rs`) names axum; domain modules
+//! - In a system crate, only the HTTP module (`src/api.rs`, or `src/api/` when it has
+//!   submodules, such as a WebSocket session) names axum; domain modules
 //!   never see HTTP (`lib.rs` wires the system through `girder_system`'s types).
 //! - Pattern crates never depend on HTTP crates, and reach sqlx, redis and async-nats
 //!   only behind a cargo feature (`optional = true`).
@@ -123,14 +124,15 @@ fn check_system(
     let mut files = Vec::new();
     rust_files(&dir.join("src"), &mut files)?;
     for file in files {
-        let http_module = file.file_name().is_some_and(|n| n == "api.rs");
+        let http_module = file.file_name().is_some_and(|n| n == "api.rs")
+            || file.strip_prefix(dir.join("src").join("api")).is_ok();
         if http_module {
             continue;
         }
         let text = std::fs::read_to_string(&file)?;
         if text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains("axum")) {
             problems.push(format!(
-                "{}: names axum; in a system crate only the HTTP module (src/api.rs) may",
+                "{}: names axum; in a system crate only the HTTP module (src/api.rs or src/api/) may",
                 relative(root, &file)
             ));
         }
@@ -143,12 +145,15 @@ fn check_system(
     if !has_page {
         problems.push(format!("{}: no dashboard page (assets/*.html)", relative(root, dir)));
     }
-    let api = dir.join("src/api.rs");
-    let has_openapi =
-        api.is_file() && std::fs::read_to_string(&api)?.contains("#[derive(OpenApi)]");
+    let api =
+        [dir.join("src/api.rs"), dir.join("src/api/mod.rs")].into_iter().find(|p| p.is_file());
+    let has_openapi = match api {
+        Some(api) => std::fs::read_to_string(&api)?.contains("#[derive(OpenApi)]"),
+        None => false,
+    };
     if !has_openapi {
         problems.push(format!(
-            "{}: no OpenAPI document (#[derive(OpenApi)] in src/api.rs)",
+            "{}: no OpenAPI document (#[derive(OpenApi)] in src/api.rs or src/api/mod.rs)",
             relative(root, dir)
         ));
     }

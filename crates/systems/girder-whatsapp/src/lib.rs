@@ -37,13 +37,13 @@
 //! and [`ServerFrame`].
 
 mod api;
-mod session;
 mod settings;
 pub mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use girder_core::Clock;
@@ -57,7 +57,7 @@ use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use store::{Chat, Cursor, Message, Store, StoreError};
+use store::{Chat, Message, Store, StoreError};
 
 pub use api::{
     AddMemberRequest, ChatKind, ChatPage, ChatPageQuery, ChatView, ConnectQuery, CreateChatRequest,
@@ -341,7 +341,22 @@ pub struct WhatsApp {
     extra_shards: Vec<Db>,
     counters: Counters,
     router: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cursor moves not yet written: `(user, device, chat) → (delivered, read)`.
+    acks: parking_lot::Mutex<HashMap<store::CursorKey, (i64, i64)>>,
+    /// Chat members for receipts and typing, briefly cached: `chat → (at, members)`.
+    members: parking_lot::Mutex<HashMap<String, CachedMembers>>,
+    flusher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// A chat's members and when they were read.
+type CachedMembers = (Instant, Arc<[String]>);
+
+/// How often buffered cursor moves are written (in one transaction).
+const ACK_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How long a chat's member list serves receipts and typing.
+const MEMBERS_FRESH: Duration = Duration::from_secs(2);
+/// Chats whose members are cached at once.
+const MEMBERS_CACHED_MAX: usize = 10_000;
 
 impl std::fmt::Debug for WhatsApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -421,9 +436,23 @@ impl WhatsApp {
             extra_shards,
             counters: Counters::default(),
             router: parking_lot::Mutex::new(None),
+            acks: parking_lot::Mutex::new(HashMap::new()),
+            members: parking_lot::Mutex::new(HashMap::new()),
+            flusher: parking_lot::Mutex::new(None),
         });
         let router = wa.start_router().map_err(OpenError::storage)?;
         *wa.router.lock() = Some(router);
+        let flusher = {
+            let wa = Arc::downgrade(&wa);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ACK_FLUSH_EVERY).await;
+                    let Some(wa) = wa.upgrade() else { return };
+                    wa.flush_acks().await;
+                }
+            })
+        };
+        *wa.flusher.lock() = Some(flusher);
         Ok(wa)
     }
 
@@ -472,15 +501,25 @@ impl WhatsApp {
         }))
     }
 
-    /// One routed frame: `user '\n' frame-json`.
+    /// One routed frame: `user '\n' head '\n' frame-json`, where the head is
+    /// `m <chat> <seq>` for a message and `o` for any other frame — so routing never
+    /// parses the JSON.
     fn route(&self, payload: &Bytes) {
-        let Some(split) = payload.iter().position(|&b| b == b'\n') else { return };
-        let Ok(user) = std::str::from_utf8(&payload[..split]) else { return };
-        let json = payload.slice(split + 1..);
-        let push = match serde_json::from_slice::<ServerFrame>(&json) {
-            Ok(ServerFrame::Message(m)) => Push::Message { chat: m.chat, seq: m.seq, json },
-            Ok(_) => Push::Other(json),
-            Err(_) => return,
+        let mut lines = payload.splitn(3, |&b| b == b'\n');
+        let (Some(user), Some(head), Some(_)) = (lines.next(), lines.next(), lines.next()) else {
+            return;
+        };
+        let (Ok(user), Ok(head)) = (std::str::from_utf8(user), std::str::from_utf8(head)) else {
+            return;
+        };
+        let json = payload.slice(user.len() + head.len() + 2..);
+        let push = match head.split(' ').collect::<Vec<_>>()[..] {
+            ["m", chat, seq] => match seq.parse() {
+                Ok(seq) => Push::Message { chat: chat.to_owned(), seq, json },
+                Err(_) => return,
+            },
+            ["o"] => Push::Other(json),
+            _ => return,
         };
         let fanout = self.registry.send_to_user(user, &Arc::new(push));
         self.counters.pushed.fetch_add(fanout.delivered as u64, Ordering::Relaxed);
@@ -489,9 +528,15 @@ impl WhatsApp {
     /// Publishes `frame` to every device of each of `users`, on every instance.
     async fn push(&self, users: &[String], frame: &ServerFrame) {
         let json = frame.to_bytes();
+        let head = match frame {
+            ServerFrame::Message(m) => format!("m {} {}", m.chat, m.seq),
+            _ => "o".to_owned(),
+        };
         for user in users {
-            let mut payload = Vec::with_capacity(user.len() + 1 + json.len());
+            let mut payload = Vec::with_capacity(user.len() + head.len() + 2 + json.len());
             payload.extend_from_slice(user.as_bytes());
+            payload.push(b'\n');
+            payload.extend_from_slice(head.as_bytes());
             payload.push(b'\n');
             payload.extend_from_slice(&json);
             let topic = user_topic(user);
@@ -570,7 +615,10 @@ impl WhatsApp {
         client_id: &str,
         body: &str,
     ) -> Result<(Message, bool), WhatsAppError> {
-        if self.store.membership(chat, sender).await?.is_none() {
+        // Read before the write, so a member added after it is not pushed a message
+        // from before their join (they would skip it as below their joined seq anyway).
+        let members = self.store.members(chat).await?;
+        if !members.iter().any(|m| m == sender) {
             return Err(WhatsAppError::NotFound);
         }
         let (message, duplicate) =
@@ -581,12 +629,16 @@ impl WhatsApp {
         }
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("girder_whatsapp_messages_total").increment(1);
-        let members = self.store.members(chat).await?;
         self.push(&members, &ServerFrame::Message(MessageView::from(message.clone()))).await;
         Ok((message, false))
     }
 
-    /// Moves `device`'s cursor in `chat` to `seq` and tells the members.
+    /// Moves `device`'s cursor in `chat` to `seq` and tells the members. The move is
+    /// buffered and written within [`ACK_FLUSH_EVERY`] with every other one in one
+    /// transaction: a crash in between loses only cursor moves, so the device is sent
+    /// those messages again on reconnect (and dedupes them) — nothing is lost.
+    /// The caller vouches that `user` received up to `seq` in `chat` (a connection
+    /// acknowledges only what it wrote); a user no longer in the chat moves nothing.
     ///
     /// # Errors
     /// [`WhatsAppError::NotFound`] when the user is not a member; a store failure.
@@ -597,14 +649,19 @@ impl WhatsApp {
         chat: &str,
         seq: i64,
         state: ReceiptState,
-    ) -> Result<Cursor, WhatsAppError> {
+    ) -> Result<(), WhatsAppError> {
+        let members = self.members_of(chat).await?;
+        if !members.iter().any(|m| m == user) {
+            return Err(WhatsAppError::NotFound);
+        }
         let read = if state == ReceiptState::Read { seq } else { 0 };
-        let cursor = self
-            .store
-            .advance(user, device, chat, seq, read, self.now_ms())
-            .await?
-            .ok_or(WhatsAppError::NotFound)?;
-        let members = self.store.members(chat).await?;
+        {
+            let mut acks = self.acks.lock();
+            let entry =
+                acks.entry((user.to_owned(), device.to_owned(), chat.to_owned())).or_insert((0, 0));
+            entry.0 = entry.0.max(seq);
+            entry.1 = entry.1.max(read);
+        }
         let frame = ServerFrame::Receipt {
             chat: chat.to_owned(),
             user: user.to_owned(),
@@ -613,7 +670,47 @@ impl WhatsApp {
             seq,
         };
         self.push(&members, &frame).await;
-        Ok(cursor)
+        Ok(())
+    }
+
+    /// Writes the buffered cursor moves; a failure puts them back for the next try.
+    pub async fn flush_acks(&self) {
+        let pending: Vec<_> = std::mem::take(&mut *self.acks.lock()).into_iter().collect();
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.advance_many(&pending, self.now_ms()).await {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cursor moves not written; retrying"
+            );
+            let mut acks = self.acks.lock();
+            for (key, (delivered, read)) in pending {
+                let entry = acks.entry(key).or_insert((0, 0));
+                entry.0 = entry.0.max(delivered);
+                entry.1 = entry.1.max(read);
+            }
+        }
+    }
+
+    /// The members of `chat`, from a cache refreshed every [`MEMBERS_FRESH`] (for
+    /// receipts and typing; sending reads them from the table).
+    async fn members_of(&self, chat: &str) -> Result<Arc<[String]>, WhatsAppError> {
+        if let Some((at, members)) = self.members.lock().get(chat)
+            && at.elapsed() < MEMBERS_FRESH
+        {
+            return Ok(Arc::clone(members));
+        }
+        let members: Arc<[String]> = self.store.members(chat).await?.into();
+        let mut cache = self.members.lock();
+        if cache.len() >= MEMBERS_CACHED_MAX {
+            cache.retain(|_, (at, _)| at.elapsed() < MEMBERS_FRESH);
+            if cache.len() >= MEMBERS_CACHED_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(chat.to_owned(), (Instant::now(), Arc::clone(&members)));
+        Ok(members)
     }
 
     /// Tells the other members of `chat` that `user` is typing.
@@ -621,11 +718,11 @@ impl WhatsApp {
     /// # Errors
     /// [`WhatsAppError::NotFound`] when the user is not a member; a store failure.
     pub async fn typing(&self, user: &str, chat: &str) -> Result<(), WhatsAppError> {
-        let members = self.store.members(chat).await?;
+        let members = self.members_of(chat).await?;
         if !members.iter().any(|m| m == user) {
             return Err(WhatsAppError::NotFound);
         }
-        let others: Vec<String> = members.into_iter().filter(|m| m != user).collect();
+        let others: Vec<String> = members.iter().filter(|m| *m != user).cloned().collect();
         let until_ms =
             self.now_ms().saturating_add(i64::try_from(self.config.typing_ttl_ms).unwrap_or(0));
         let frame = ServerFrame::Typing { chat: chat.to_owned(), user: user.to_owned(), until_ms };
@@ -717,6 +814,10 @@ impl System for WhatsApp {
         if let Some(router) = self.router.lock().take() {
             router.abort();
         }
+        if let Some(flusher) = self.flusher.lock().take() {
+            flusher.abort();
+        }
+        self.flush_acks().await;
         self.hub.close();
         for db in &self.extra_shards {
             db.close().await;

@@ -89,6 +89,22 @@ pub struct Device {
     pub seen_ms: i64,
 }
 
+/// Moves a cursor forward (never back), only for a member: `$1` user, `$2` device,
+/// `$3` chat, `$4` delivered, `$5` read, `$6` now.
+const CURSOR_UPSERT: &str =
+    "INSERT INTO wa_cursors (user_id, device, chat, delivered_seq, read_seq, updated_ms)
+     SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS
+         (SELECT 1 FROM wa_members WHERE chat = $3 AND user_id = $1)
+     ON CONFLICT (user_id, device, chat) DO UPDATE SET
+         delivered_seq = CASE WHEN excluded.delivered_seq > wa_cursors.delivered_seq
+                              THEN excluded.delivered_seq ELSE wa_cursors.delivered_seq END,
+         read_seq = CASE WHEN excluded.read_seq > wa_cursors.read_seq
+                         THEN excluded.read_seq ELSE wa_cursors.read_seq END,
+         updated_ms = excluded.updated_ms";
+
+/// Whose cursor: `(user, device, chat)`.
+pub type CursorKey = (String, String, String);
+
 /// The message shards' migrations (applied to every shard).
 #[must_use]
 pub fn message_migrations() -> girder_sql::migrate::Migrations {
@@ -447,27 +463,17 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<Cursor>> {
         let delivered = delivered.max(read);
+        let sql = format!("{CURSOR_UPSERT} RETURNING delivered_seq, read_seq");
         let row: Option<(i64, i64)> = on_db!(&self.db, |pool| {
-            sqlx::query_as(
-                "INSERT INTO wa_cursors (user_id, device, chat, delivered_seq, read_seq, updated_ms)
-                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS
-                     (SELECT 1 FROM wa_members WHERE chat = $3 AND user_id = $1)
-                 ON CONFLICT (user_id, device, chat) DO UPDATE SET
-                     delivered_seq = CASE WHEN excluded.delivered_seq > wa_cursors.delivered_seq
-                                          THEN excluded.delivered_seq ELSE wa_cursors.delivered_seq END,
-                     read_seq = CASE WHEN excluded.read_seq > wa_cursors.read_seq
-                                     THEN excluded.read_seq ELSE wa_cursors.read_seq END,
-                     updated_ms = excluded.updated_ms
-                 RETURNING delivered_seq, read_seq",
-            )
-            .bind(user)
-            .bind(device)
-            .bind(chat)
-            .bind(delivered)
-            .bind(read)
-            .bind(now_ms)
-            .fetch_optional(pool)
-            .await?
+            sqlx::query_as(&sql)
+                .bind(user)
+                .bind(device)
+                .bind(chat)
+                .bind(delivered)
+                .bind(read)
+                .bind(now_ms)
+                .fetch_optional(pool)
+                .await?
         });
         Ok(row.map(|(delivered_seq, read_seq)| Cursor {
             user: user.to_owned(),
@@ -475,6 +481,37 @@ impl Store {
             delivered_seq,
             read_seq,
         }))
+    }
+
+    /// Moves many cursors forward in one transaction (as [`Store::advance`], without
+    /// answers): `(user, device, chat) → (delivered, read)`.
+    ///
+    /// # Errors
+    /// The database failed; none moved.
+    pub async fn advance_many(
+        &self,
+        cursors: &[(CursorKey, (i64, i64))],
+        now_ms: i64,
+    ) -> Result<()> {
+        if cursors.is_empty() {
+            return Ok(());
+        }
+        on_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            for ((user, device, chat), (delivered, read)) in cursors {
+                sqlx::query(CURSOR_UPSERT)
+                    .bind(user)
+                    .bind(device)
+                    .bind(chat)
+                    .bind((*delivered).max(*read))
+                    .bind(*read)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Every device cursor in `chat`, by user and device.

@@ -236,6 +236,8 @@ async fn messages_reach_every_device_in_order_with_receipts_and_an_offline_inbox
             }
         }
         assert_eq!(receipts, [("delivered".to_owned(), 3), ("read".to_owned(), 2)]);
+        // Cursor moves are written in batches; write this one now.
+        server.wa.flush_acks().await;
         let (_, r) = http(&server, "ann", "GET", &format!("/chats/{chat}/receipts"), None).await;
         assert_eq!(r["last_seq"], 3);
         let bob_cursor =

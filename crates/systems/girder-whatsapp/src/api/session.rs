@@ -11,7 +11,7 @@ use bytes::Bytes;
 use girder_realtime::presence::PresenceStore;
 use girder_realtime::ws::{CloseCode, Connection, Outbound};
 
-use crate::api::{check_body, check_chat, check_client_id};
+use super::{check_body, check_chat, check_client_id};
 use crate::{ClientFrame, MessageView, Push, ReceiptState, ServerFrame, WhatsApp, WhatsAppError};
 
 /// Messages read from the table per query while draining.

@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::store::{Chat, Cursor};
-use crate::{
-    ClientFrame, MessageView, ReceiptState, ServerFrame, WhatsApp, WhatsAppError, session,
-};
+mod session;
+
+use crate::{ClientFrame, MessageView, ReceiptState, ServerFrame, WhatsApp, WhatsAppError};
 
 /// The OpenAPI description of WhatsApp's endpoints.
 #[derive(OpenApi)]
