@@ -56,6 +56,16 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(girder::serve::run(config))
         }
+        Command::Loadtest(args) if girder::loadtest::push::is_push(&args.scenario) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(girder::loadtest::push::run(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(())
+        }
         Command::Loadtest(args) => {
             let json = args.json;
             let config = girder::loadtest::Config::try_from(*args)?;

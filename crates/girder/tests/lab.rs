@@ -334,3 +334,41 @@ async fn stream_quick_run_counts_and_trades_lateness_for_completeness() {
     }
     assert!(last > 0.999, "30 s of lateness takes (nearly) every event: {last}");
 }
+
+/// `girder lab push --quick`: every transport delivers every update, long polling
+/// asks far less often than short polling, and every viewer and peer gets every
+/// message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_quick_run_delivers_everything_on_every_transport() {
+    let out = tempfile::tempdir().expect("dir");
+    let options = LabOptions {
+        quick: true,
+        postgres_url: None,
+        redis_url: None,
+        out_dir: out.path().to_owned(),
+    };
+    let dir = lab::run(lab::find("push").expect("registered"), options).await.expect("run");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).expect("results.json"))
+            .expect("json");
+    let rows = results["rows"].as_array().expect("rows");
+    let cell = |row: usize, col: usize| rows[row][col].as_str().expect("cell").to_owned();
+    for (row, name) in ["short polling", "long polling", "SSE", "WebSocket"].iter().enumerate() {
+        assert_eq!(cell(row, 0), *name);
+        let received = cell(row, 4);
+        let (got, expected) = received.split_once('/').expect("n/m");
+        assert_eq!(got, expected, "{name} delivered every update");
+    }
+    let short: f64 = cell(0, 2).parse().expect("requests");
+    let long: f64 = cell(1, 2).parse().expect("requests");
+    assert!(short > 4.0 * long, "short polling asks more: {short} vs {long}");
+    for row in 4..6 {
+        assert_eq!(cell(row, 4), "0 missing", "every viewer got every comment");
+    }
+    for row in 6..8 {
+        let delivered = cell(row, 4);
+        let (got, rest) = delivered.split_once('/').expect("n/m");
+        let offered = rest.split_whitespace().next().expect("offered");
+        assert_eq!(got, offered, "{}: every message reached its peer", cell(row, 0));
+    }
+}

@@ -6,6 +6,7 @@ mod cache;
 mod contention;
 mod fanout;
 mod ids;
+mod push;
 mod ratelimit;
 pub mod report;
 mod shard;
@@ -105,6 +106,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         name: "sketches",
         summary: "Bloom false-positive rate over n at m = 10,000, k = 3 against the formula (the catalogue's ≈ 2% example); HyperLogLog error at p = 14 from 10 to 10^8 keys against 1.04/√m; Count-Min overestimates against εN on Zipf(1.1), plain and conservative; Space-Saving Top-100 recall and memory beside exact counting on 10M Zipf(1.1) events",
         run: |ctx| Box::pin(sketches::run(ctx)),
+    },
+    Experiment {
+        name: "push",
+        summary: "real-time push: requests, bytes and delay of short polling, long polling, SSE and WebSocket for one stream; SSE fan-out delay against viewers (Live Comments); WebSocket 1:1 relay through WhatsApp against a bare axum relay",
+        run: |ctx| Box::pin(push::run(ctx)),
     },
     Experiment {
         name: "stream",

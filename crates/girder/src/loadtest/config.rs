@@ -22,7 +22,10 @@ pub const ZIPF_S_MAX: f64 = 10.0;
 /// reaches [`Config::try_from`] and gets its own message rather than a parse error.
 #[derive(Debug, Clone, Args)]
 pub struct LoadtestArgs {
-    /// Scenario: `bitly` (redirect/shorten mix) or `get` (one fixed path).
+    /// Scenario: `bitly` (redirect/shorten mix), `get` (one fixed path), `sse` (Live
+    /// Comments streams: `--connections` viewers, `--rate` comments/s or closed loop,
+    /// `--path` the video) or `ws` (WhatsApp: `--connections` devices in pairs, `--rate`
+    /// messages/s in all or closed loop).
     pub scenario: String,
     /// Base URL of the server under test (plain http).
     #[arg(long, default_value = "http://127.0.0.1:8080")]

@@ -1,6 +1,7 @@
 //! `girder loadtest`: a built-in HTTP load generator for any server, with one
 //! scenario per reference system (`bitly`) and a trivial one (`get`) for
-//! measuring the generator itself against wrk.
+//! measuring the generator itself against wrk; [`push`] holds the push scenarios
+//! (`sse`: Live Comments streams, `ws`: WhatsApp sockets).
 //!
 //! Two ways to pace requests:
 //!
@@ -29,6 +30,7 @@ mod client;
 mod closed_loop;
 pub mod config;
 mod open_loop;
+pub mod push;
 mod recorder;
 pub mod report;
 mod scenario;
