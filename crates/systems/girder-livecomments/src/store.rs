@@ -2,8 +2,9 @@
 
 use girder_sql::{Db, on_db};
 
-/// A stored comment.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// A stored comment: a row of `lc_comments`, read by SQL or from a captured row
+/// image (the same columns as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct Comment {
     /// Its id; ids grow with time.
     pub id: i64,
