@@ -1,10 +1,11 @@
 //! The dashboard in a real browser: headless Chromium, driven over WebDriver by
 //! chromedriver through fantoccini, shortens a URL through the Bit.ly page and
-//! follows the short link, holds and buys a seat on the Ticketmaster seat map,
-//! orders from the GoPuff inventory page, bursts past a rule on the rate-limiter
-//! page, fills the YouTube Top-K table, counts clicks on the Ad Click Aggregator page
-//! and receives a comment over the Live Comments stream. Skips loudly when Chromium
-//! is not installed, fails under `CI=true`.
+//! follows the short link, holds and buys a seat on the Ticketmaster seat map and
+//! sees another client's hold arrive over its event stream, orders from the GoPuff
+//! inventory page, bursts past a rule on the rate-limiter page, fills the YouTube
+//! Top-K table, counts clicks on the Ad Click Aggregator page and receives a comment
+//! over the Live Comments stream. Skips loudly when Chromium is not installed,
+//! fails under `CI=true`.
 
 mod common;
 
@@ -199,8 +200,10 @@ async fn shorten_through_the_page_and_follow_the_link() {
 }
 
 /// The Ticketmaster page: create a demo event, pick a seat on the map, hold it and
-/// pay; the map shows the seat held, then sold, and a hold made elsewhere (through
-/// the API, as another fan on another instance would) appears without a reload.
+/// pay; the map shows the seat held, then sold. A hold made elsewhere (through the
+/// API, as another fan on another instance would) reaches the open page over its
+/// seat-map event stream: the button it drew turns held in place, and the page never
+/// loads the map again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_and_buy_a_seat_on_the_seat_map() {
     if !browser_available("hold_and_buy_a_seat_on_the_seat_map") {
@@ -211,6 +214,9 @@ async fn hold_and_buy_a_seat_on_the_seat_map() {
 
     page.goto("/dashboard/ticketmaster").await;
     page.click("#demo").await;
+    let xpath = "//span[@id='live'][. = 'live']";
+    let found = page.client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+    found.unwrap_or_else(|e| panic!("the seat map's stream never opened: {e}"));
     page.click("button.seat.available[data-seat='A-1-1']").await;
     page.find("button.seat.picked[data-seat='A-1-1']").await;
     page.click("#reserve").await;
@@ -220,7 +226,8 @@ async fn hold_and_buy_a_seat_on_the_seat_map() {
     let result = page.prop("#result", "innerText").await;
     assert!(result.starts_with("Sold: A-1-1"), "{result}");
 
-    // Another fan holds a seat through the API; the open page picks it up by polling.
+    // Another fan holds a seat through the API; the open page hears of it.
+    let seat = page.find("button.seat.available[data-seat='B-2-3']").await;
     let http = reqwest::Client::new();
     let event = page.prop("#event", "value").await;
     let someone_else: Value = http
@@ -240,7 +247,26 @@ async fn hold_and_buy_a_seat_on_the_seat_map() {
         .await
         .expect("reserve");
     assert_eq!(held.status().as_u16(), 201);
-    page.find("button.seat.held[data-seat='B-2-3']").await;
+    // The same button element: a redrawn map would have made it stale.
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        let class = seat.attr("class").await.expect("the button the page drew first");
+        if class.as_deref().is_some_and(|c| c.split(' ').any(|c| c == "held")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B-2-3 never turned held: {class:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let loads = page
+        .client
+        .execute(
+            "return performance.getEntriesByType('resource')\
+               .filter((e) => new URL(e.name).pathname.endsWith('/seats')).length",
+            vec![],
+        )
+        .await
+        .expect("count the page's loads");
+    assert_eq!(loads, json!(1), "the seat map was loaded once, then only streamed");
     page.close().await;
 }
 

@@ -2,23 +2,27 @@
 //! handlers, and the one place its errors become problems.
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
+use girder_realtime::sse::{SseConfig, stream};
+use girder_realtime::{Position, SlowConsumer, SubscribeConfig};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{OpenApi, ToSchema};
 
 use super::booking::{SEATS_PER_RESERVATION_MAX, seat_id};
-use super::seats::{SeatError, SeatState};
+use super::seats::{SeatError, SeatRow, SeatState};
 use super::store::{Event, Reservation, ReservationState, Section, StoreError, Venue};
 use super::waiting_room::{frontier, wait_ms};
-use super::{Ticketmaster, new_id};
+use super::{Ticketmaster, new_id, seat_topic};
 use girder_http::cursor::CursorError;
 use girder_http::extract::{Json, Path, Query};
 use girder_http::idempotency::IdempotencyKey;
@@ -29,12 +33,12 @@ use girder_http::problem::Problem;
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        create_venue, get_venue, create_event, list_events, get_event, seat_map, reserve,
-        confirm, get_reservation, cancel, join_queue, queue_status
+        create_venue, get_venue, create_event, list_events, get_event, seat_map, seat_stream,
+        reserve, confirm, get_reservation, cancel, join_queue, queue_status
     ),
     components(schemas(
         CreateVenueRequest, Section, VenueView, CreateEventRequest, WaitingRoomSpec, EventView,
-        EventPage, SeatView, SeatMap, SeatState, ReserveRequest, ReservationView,
+        EventPage, SeatView, SeatMap, SeatState, SeatChange, ReserveRequest, ReservationView,
         ReservationState, ConfirmRequest, QueueView, Problem
     )),
     tags((name = "ticketmaster", description = "Ticket booking under contention"))
@@ -58,6 +62,8 @@ const QUERY_LEN_MAX: usize = 100;
 const ADMIT_PER_SEC_MAX: u32 = 100_000;
 /// The largest page the event listing returns.
 pub const PAGE_LIMIT_MAX: u32 = 100;
+/// A seat-map stream's buffer of seat changes not yet written to its connection.
+const STREAM_BUFFER: usize = 1_024;
 const LIST_SCOPE: &str = "ticketmaster.events";
 
 /// A new venue.
@@ -190,6 +196,24 @@ pub struct SeatMap {
     pub event_id: String,
     /// All seats, section by section, row by row.
     pub seats: Vec<SeatView>,
+}
+
+/// One seat's new state, as the seat-map stream sends it (`event: seat`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SeatChange {
+    /// `section-row-number`, e.g. `A-3-12`.
+    pub seat: String,
+    /// `available`, `held` or `sold`.
+    pub status: SeatState,
+    /// While held: when the hold lapses (RFC 3339). The seat is available from then
+    /// on; the stream says so once the sweeper has reset its row.
+    pub held_until: Option<String>,
+}
+
+/// The stream's message for a captured seat row, read at `now_ms`.
+pub(crate) fn seat_change(row: &SeatRow, now_ms: i64) -> SeatChange {
+    let (status, until) = row.status(now_ms);
+    SeatChange { seat: row.item.clone(), status, held_until: until.map(rfc3339) }
 }
 
 /// A hold request.
@@ -337,6 +361,9 @@ pub enum ErrorKind {
     /// The reservation store failed.
     #[error(transparent)]
     Seats(#[from] SeatError),
+    /// This instance streams as many events' seat maps as it holds.
+    #[error("{0}")]
+    StreamsFull(String),
 }
 
 impl ErrorKind {
@@ -369,6 +396,7 @@ impl ErrorKind {
             Self::NoWaitingRoom(_) => (S::NOT_FOUND, "no-waiting-room", "No waiting room"),
             Self::NotInQueue(_) => (S::NOT_FOUND, "not-in-queue", "Not in the queue"),
             Self::Cursor(_) => (S::BAD_REQUEST, "invalid-cursor", "Invalid cursor"),
+            Self::StreamsFull(detail) => return Problem::unavailable(detail.clone()),
             Self::Store(_) | Self::Seats(_) => {
                 tracing::error!(
                     error = self as &dyn std::error::Error,
@@ -398,6 +426,7 @@ impl Ticketmaster {
             .route("/events", post(create_event).get(list_events))
             .route("/events/{id}", get(get_event))
             .route("/events/{id}/seats", get(seat_map))
+            .route("/events/{id}/seats/stream", get(seat_stream))
             .route(
                 "/events/{id}/reservations",
                 post(reserve).route_layer(self.idempotency.optional()),
@@ -728,6 +757,60 @@ async fn seat_map(
         }
     }
     Ok(axum::Json(SeatMap { event_id: id, seats }))
+}
+
+/// Follow an event's seat map as Server-Sent Events: every seat whose state
+/// changes, as it commits on any instance. The stream opens with `event: resume`
+/// (`{"recovered": true}` when every change after `Last-Event-ID` follows, `false`
+/// when the client must load the seat map again), then one `seat` event per change
+/// (a `SeatChange`; its `id` is the resume position), `gap` when the client fell
+/// behind (load the map again), comment lines as heartbeats, and `closed` at the
+/// end. A client loads the map (`GET …/seats`) after `resume` and applies the
+/// changes that follow. A hold that lapses is sent once the sweeper resets it. The
+/// stream does not end on its own.
+#[utoipa::path(
+    get,
+    path = "/api/ticketmaster/events/{id}/seats/stream",
+    tag = "ticketmaster",
+    params(
+        ("id" = String, Path, description = "Event id"),
+        ("last-event-id" = Option<String>, Header, description = "The id of the last event received, to resume after it", max_length = 60),
+    ),
+    responses(
+        (status = 200, description = "The event stream of `SeatChange`s", content_type = "text/event-stream", body = String),
+        (status = 404, description = "Unknown event", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This instance streams as many events as it holds", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn seat_stream(
+    State(tm): State<Arc<Ticketmaster>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    tm.event_and_venue(&id).await?.ok_or_else(|| ErrorKind::UnknownEvent(id.clone()))?;
+    let topic = seat_topic(&id).ok_or_else(|| ErrorKind::UnknownEvent(id.clone()))?;
+    // A Last-Event-ID that is not a position of ours resumes nothing: a reset.
+    let since = headers.get("last-event-id").map(|v| {
+        v.to_str().ok().and_then(Position::decode).unwrap_or(Position {
+            epoch: 0,
+            stream: 0,
+            seq: 0,
+        })
+    });
+    let config = SubscribeConfig { capacity: STREAM_BUFFER, policy: SlowConsumer::DropOldest };
+    let (subscription, resume) =
+        tm.hub.resume(&topic, since, config).map_err(|e| ErrorKind::StreamsFull(e.to_string()))?;
+    let sse = SseConfig { event: Some("seat".into()), ..SseConfig::default() };
+    let body = stream(subscription, resume, sse).map(Ok::<_, Infallible>);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// Hold seats, all or none, for `hold_ttl_ms`.

@@ -73,7 +73,10 @@ impl Ticketmaster {
         let id = new_id("r");
         let ttl_ms = self.config.hold_ttl_ms;
         let hold = match self.seats.hold(event_id, &sorted, &id, ttl_ms).await {
-            Ok(hold) => hold,
+            Ok(hold) => {
+                self.seats_changed();
+                hold
+            }
             Err(HoldError::Taken(taken)) => {
                 metrics::counter!("girder_ticketmaster_hold_conflicts_total").increment(1);
                 return Err(ErrorKind::SeatsTaken(taken));
@@ -98,6 +101,7 @@ impl Ticketmaster {
             // Without its row nobody could confirm or cancel the hold: give the
             // seats back now rather than at `until`.
             let _ = self.seats.release(&reservation).await;
+            self.seats_changed();
             return Err(e.into());
         }
         metrics::counter!("girder_ticketmaster_holds_total").increment(1);
@@ -169,6 +173,7 @@ impl Ticketmaster {
             return Err(ErrorKind::HoldExpired);
         }
         if self.seats.confirm(&r).await? {
+            self.seats_changed();
             self.db.mark_confirmed(&r.id, &charge.id).await?;
             metrics::counter!("girder_ticketmaster_confirmations_total").increment(1);
             let mut view = ReservationView::from(r);
@@ -224,6 +229,7 @@ impl Ticketmaster {
             });
         }
         self.seats.release(&r).await?;
+        self.seats_changed();
         metrics::counter!("girder_ticketmaster_cancellations_total").increment(1);
         Ok(())
     }

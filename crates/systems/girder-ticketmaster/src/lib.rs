@@ -10,12 +10,29 @@
 //!   and by a per-reservation claim so two keys never both charge.
 //! - A virtual waiting room admits users at a fixed rate, computed from shared
 //!   data and the clock.
+//! - The seat map follows holds and sales as they commit (Pattern: Change Data
+//!   Capture (CDC) for Data Sync; Server-Sent Events (SSE) for Server Push): each
+//!   instance runs its own change consumer on the reservation store's table
+//!   (module `feed`, started by [`System::run`]) and publishes every seat whose row
+//!   changed, with its new state, on the event's topic of its own hub;
+//!   `GET /events/{id}/seats/stream` is that topic as an event stream, resumable
+//!   with `Last-Event-ID`. A hold made on this instance wakes the consumer at once;
+//!   another instance's arrives within the poll interval (`[ticketmaster]
+//!   feed_poll_ms`, 150 ms). A hold that lapses changes no row by itself — it reads
+//!   as available at once — so the stream learns of it when the sweeper resets the
+//!   row, within `sweep_interval_ms` (a second) of the lapse while the sweeper keeps
+//!   up. Seats put on sale (inserts) are not streamed: an event is visible only once
+//!   all its seats are on sale. The consumer is `ticketmaster_<instance id>`, kept
+//!   across restarts (on PostgreSQL, a replication slot); module `feed` says how it
+//!   starts, fails (and reports `/readyz`), and drops the consumers of instances
+//!   that never come back.
 //!
-//! HTTP surface under `/api/ticketmaster`: venues, events, seat map,
+//! HTTP surface under `/api/ticketmaster`: venues, events, seat map and its stream,
 //! reservations (hold, confirm, cancel) and the queue; see [`TicketmasterApi`].
 
 mod api;
 mod booking;
+mod feed;
 mod payment;
 mod seats;
 mod settings;
@@ -26,6 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use girder_core::Clock;
+use girder_realtime::cdc::{Capture, Change, Op};
+use girder_realtime::{Hub, HubConfig, Topic};
 use parking_lot::RwLock;
 
 use girder_http::cursor::CursorCodec;
@@ -34,10 +53,11 @@ use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
 
 pub use api::{
     ConfirmRequest, CreateEventRequest, CreateVenueRequest, ErrorKind, EventPage, EventView,
-    EventsQuery, PAGE_LIMIT_MAX, QueueView, ReservationView, ReserveRequest, SeatMap, SeatView,
-    TicketmasterApi, VenueView, WaitingRoomSpec,
+    EventsQuery, PAGE_LIMIT_MAX, QueueView, ReservationView, ReserveRequest, SeatChange, SeatMap,
+    SeatView, TicketmasterApi, VenueView, WaitingRoomSpec,
 };
 pub use booking::{SEATS_PER_RESERVATION_MAX, seat_id, seat_price};
+pub use feed::{FeedConfig, FeedError, FeedState};
 pub use payment::{Charge, FakeProvider, PaymentError};
 pub use seats::{HoldError, SeatError, SeatHold, SeatState, Seats};
 pub use settings::TicketmasterSettings;
@@ -56,6 +76,15 @@ pub struct TicketmasterConfig {
     /// Age after which a confirmation's Idempotency-Key claim is presumed
     /// orphaned by a dead instance and may be taken over. Default 60,000.
     pub pending_ttl_ms: u64,
+    /// Seat changes kept per event for seat-map streams that reconnect. Default
+    /// 1,000.
+    pub stream_history: usize,
+    /// Events whose seat changes the hub keeps; beyond it, events nobody watches
+    /// are forgotten, and when every one has a viewer a new stream is refused.
+    /// Default 1,024.
+    pub stream_events_max: usize,
+    /// The seat feed: polling, retries, stale consumers.
+    pub feed: FeedConfig,
 }
 
 impl TicketmasterConfig {
@@ -67,6 +96,9 @@ impl TicketmasterConfig {
             sweep_interval_ms: 1_000,
             sweep_batch_max: 500,
             pending_ttl_ms: 60_000,
+            stream_history: 1_000,
+            stream_events_max: 1_024,
+            feed: FeedConfig::new(),
         }
     }
 }
@@ -85,6 +117,10 @@ pub struct Ticketmaster {
     cursors: CursorCodec,
     /// Immutable event + venue pairs by event id; bounded by [`CATALOG_CACHE_MAX`].
     catalog: RwLock<std::collections::HashMap<String, Arc<(Event, Venue)>>>,
+    /// Seat changes by event (`seats.<event id>`), for the seat-map streams.
+    hub: Hub,
+    /// This instance's change consumer on the seat table, feeding `hub`.
+    feed: feed::Feed,
     clock: Arc<dyn Clock>,
     config: TicketmasterConfig,
 }
@@ -104,11 +140,13 @@ const ADMISSION_KEY_SETTING: &str = "admission_key";
 
 impl Ticketmaster {
     /// Opens Ticketmaster on `context`'s pool, whose tables [`migrations`] has brought
-    /// up to date, with the reservation store on the same pool.
+    /// up to date, with the reservation store on the same pool and change capture
+    /// installed on its table (migration 911 applied). The seat feed starts with
+    /// [`System::run`], which names its consumer from `context`'s instance id.
     ///
     /// # Errors
-    /// The database cannot be reached, the reservation store's tables cannot be
-    /// created, or a stored key is corrupt.
+    /// The database cannot be reached, the reservation store's tables or capture
+    /// cannot be created, or a stored key is corrupt.
     pub async fn open_with(
         context: &Context,
         config: TicketmasterConfig,
@@ -118,6 +156,14 @@ impl Ticketmaster {
         let seats = Seats::open(pool, Arc::clone(&clock), config.hold_ttl_ms)
             .await
             .map_err(OpenError::storage)?;
+        // After the store: capture needs its table.
+        let feed = feed::Feed::open(context, config.feed.clone()).await?;
+        let hub = Hub::new(HubConfig {
+            history_per_topic: config.stream_history,
+            topics_max: config.stream_events_max.max(1),
+            ..HubConfig::default()
+        })
+        .map_err(OpenError::storage)?;
         let provider = FakeProvider::new(pool.clone(), Arc::clone(&clock));
         let idempotency = Idempotency::new(pool.clone(), Arc::clone(&clock))
             .with_pending_ttl_ms(config.pending_ttl_ms);
@@ -133,6 +179,8 @@ impl Ticketmaster {
             admissions,
             cursors,
             catalog: RwLock::default(),
+            hub,
+            feed,
             clock,
             config,
         }))
@@ -160,6 +208,68 @@ impl Ticketmaster {
     #[must_use]
     pub fn config(&self) -> &TicketmasterConfig {
         &self.config
+    }
+
+    /// The hub the seat-map streams read.
+    #[must_use]
+    pub const fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The change capture the seat feed reads (its consumers, pruning).
+    #[must_use]
+    pub const fn capture(&self) -> &Capture {
+        self.feed.capture()
+    }
+
+    /// Where this instance's seat feed is.
+    #[must_use]
+    pub fn feed_state(&self) -> FeedState {
+        self.feed.state()
+    }
+
+    /// Drops the seat feeds of other instances that nobody has read for
+    /// [`FeedConfig::stale_ms`] (the running feed does this every minute); returns
+    /// their names.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn drop_stale_feeds(&self) -> Result<Vec<String>, FeedError> {
+        self.feed.drop_stale().await
+    }
+
+    /// Wakes the seat feed: this instance changed seats.
+    fn seats_changed(&self) {
+        self.feed.wake();
+    }
+
+    /// Publishes a change of the seat table on this instance's hub: the seat's new
+    /// state on its event's topic, as [`SeatChange`] JSON. Inserts (seats put on
+    /// sale), deletes and other tables captured on the same database are skipped.
+    fn publish(&self, change: &Change) {
+        if change.table != feed::TABLE || change.op != Op::Update {
+            return;
+        }
+        let Some(after) = &change.after else { return };
+        let Some(moved) = seats::SeatRow::read(after) else {
+            tracing::warn!(
+                position = %change.position,
+                "a captured seat row does not read as a seat; skipped"
+            );
+            return;
+        };
+        let Some(topic) = seat_topic(&moved.pool) else { return };
+        let payload =
+            serde_json::to_vec(&api::seat_change(&moved, self.now_ms())).unwrap_or_default();
+        match self.hub.publish(&topic, payload) {
+            Ok(_) => {
+                metrics::counter!("girder_ticketmaster_seat_changes_published_total").increment(1)
+            }
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "a seat change was not published"
+            ),
+        }
     }
 
     /// Now, in the store's unit (signed Unix milliseconds).
@@ -194,7 +304,9 @@ impl Ticketmaster {
     /// A store failed; the next sweep picks up where this one stopped.
     pub async fn sweep_once(&self) -> Result<usize, ErrorKind> {
         let batch = self.config.sweep_batch_max.max(1);
-        self.seats.sweep(batch as usize).await?;
+        if self.seats.sweep(batch as usize).await? > 0 {
+            self.seats_changed();
+        }
         let due = self.db.due_reservations(self.now_ms(), batch).await?;
         let mut expired = 0;
         for reservation in due {
@@ -250,6 +362,11 @@ impl Ticketmaster {
     }
 }
 
+/// The hub topic of an event's seat changes; `None` for a pool that is no event id.
+pub(crate) fn seat_topic(event_id: &str) -> Option<Topic> {
+    Topic::new(format!("seats.{event_id}")).ok()
+}
+
 /// A fresh random id with a type prefix: `prefix_` + 32 hex digits.
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:032x}", rand::random::<u128>())
@@ -285,6 +402,8 @@ impl System for Ticketmaster {
             "Idempotent Operations",
             "ACID Transactions for Atomicity",
             "Pagination & Cursor-based Fetching",
+            "Change Data Capture (CDC) for Data Sync",
+            "Server-Sent Events (SSE) for Server Push",
         ],
     };
 
@@ -308,10 +427,17 @@ impl System for Ticketmaster {
     }
 
     async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        self.run_background(shutdown.wait()).await;
+        let sweeper = Arc::clone(&self).run_background(shutdown.clone().wait());
+        let feed = self.feed.run(|change| self.publish(change), shutdown);
+        tokio::join!(sweeper, feed);
+        // Open seat-map streams end with a `closed` event instead of hanging the
+        // shutdown.
+        self.hub.close();
     }
 
     async fn ready(&self) -> Result<(), BoxError> {
-        Ok(self.db.pool().ping().await?)
+        self.db.pool().ping().await?;
+        self.feed.health()?;
+        Ok(())
     }
 }

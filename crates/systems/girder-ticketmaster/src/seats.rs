@@ -33,6 +33,36 @@ pub enum SeatState {
     Sold,
 }
 
+/// A row of the reservation store's table as change capture reports it: one seat
+/// (`item`) of one event (`pool`) in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct SeatRow {
+    /// The event.
+    pub(crate) pool: String,
+    /// The seat.
+    pub(crate) item: String,
+    state: String,
+    until_ms: Option<i64>,
+}
+
+impl SeatRow {
+    /// Reads a captured row image; `None` when it is not a seat row.
+    pub(crate) fn read(image: &serde_json::Value) -> Option<Self> {
+        let row = Self::deserialize(image).ok()?;
+        matches!(row.state.as_str(), "AVAILABLE" | "RESERVED" | "SOLD").then_some(row)
+    }
+
+    /// The seat's status at `now_ms` — a hold lapsed by then reads available, as on
+    /// the seat map — and, while held, when the hold lapses.
+    pub(crate) fn status(&self, now_ms: i64) -> (SeatState, Option<i64>) {
+        match (self.state.as_str(), self.until_ms) {
+            ("SOLD", _) => (SeatState::Sold, None),
+            ("RESERVED", Some(until)) if until > now_ms => (SeatState::Held, Some(until)),
+            _ => (SeatState::Available, None),
+        }
+    }
+}
+
 /// The reservation store failed; its own error is the source.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -247,6 +277,28 @@ mod tests {
     use girder_core::error::source_of;
 
     use super::*;
+
+    #[test]
+    fn captured_rows_read_as_the_seat_map_does() {
+        let check = |image: serde_json::Value, want: Option<(SeatState, Option<i64>)>| {
+            let got = SeatRow::read(&image).map(|row| row.status(1_000));
+            assert_eq!(got, want, "{image}");
+        };
+        let row = |state: &str, until: Option<i64>| {
+            serde_json::json!({"pool": "e_1", "item": "A-1-1", "state": state,
+                "holder": "r_1", "hold_id": "h", "until_ms": until})
+        };
+        check(row("AVAILABLE", None), Some((SeatState::Available, None)));
+        check(row("RESERVED", Some(1_001)), Some((SeatState::Held, Some(1_001))));
+        check(row("RESERVED", Some(1_000)), Some((SeatState::Available, None)));
+        check(row("RESERVED", None), Some((SeatState::Available, None)));
+        check(row("SOLD", None), Some((SeatState::Sold, None)));
+        check(row("LOST", None), None);
+        check(serde_json::json!({"id": 1, "video": "v"}), None);
+        check(serde_json::json!({"pool": "e_1", "item": 3, "state": "SOLD"}), None);
+        let read = SeatRow::read(&row("SOLD", None)).expect("a seat");
+        assert_eq!((read.pool.as_str(), read.item.as_str()), ("e_1", "A-1-1"));
+    }
 
     #[tokio::test]
     async fn a_store_failure_keeps_the_database_error_as_its_source() {

@@ -21,6 +21,18 @@ pub struct TicketmasterSettings {
     #[arg(long, env = "GIRDER_TICKETMASTER_SWEEP_INTERVAL_MS")]
     #[serde(rename = "sweep_interval_ms", skip_serializing_if = "Option::is_none")]
     pub ticketmaster_sweep_interval_ms: Option<u64>,
+    /// How long the seat feed waits between polls of the seat table, in ms
+    /// (10–5,000): how late another instance's hold or sale reaches the seat maps
+    /// open on this instance (this instance's own go out at once) [default: 150].
+    #[arg(long, env = "GIRDER_TICKETMASTER_FEED_POLL_MS")]
+    #[serde(rename = "feed_poll_ms", skip_serializing_if = "Option::is_none")]
+    pub ticketmaster_feed_poll_ms: Option<u64>,
+    /// How long another instance's seat feed may go unread before it is dropped (on
+    /// PostgreSQL, its replication slot, which holds WAL until then), in ms
+    /// (60,000–2,592,000,000) [default: 3600000, an hour].
+    #[arg(long, env = "GIRDER_TICKETMASTER_FEED_STALE_MS")]
+    #[serde(rename = "feed_stale_ms", skip_serializing_if = "Option::is_none")]
+    pub ticketmaster_feed_stale_ms: Option<u64>,
 }
 
 impl TicketmasterSettings {
@@ -45,7 +57,22 @@ impl TicketmasterSettings {
                 format!("must be 10..=3600000, got {sweep_interval_ms}"),
             ));
         }
-        Ok(TicketmasterConfig { hold_ttl_ms, sweep_interval_ms, ..defaults })
+        let mut feed = defaults.feed.clone();
+        feed.poll_interval_ms = self.ticketmaster_feed_poll_ms.unwrap_or(feed.poll_interval_ms);
+        SettingsError::check_range(
+            "ticketmaster.feed_poll_ms",
+            i64::try_from(feed.poll_interval_ms).unwrap_or(i64::MAX),
+            10,
+            5_000,
+        )?;
+        feed.stale_ms = self.ticketmaster_feed_stale_ms.unwrap_or(feed.stale_ms);
+        SettingsError::check_range(
+            "ticketmaster.feed_stale_ms",
+            i64::try_from(feed.stale_ms).unwrap_or(i64::MAX),
+            60_000,
+            2_592_000_000,
+        )?;
+        Ok(TicketmasterConfig { hold_ttl_ms, sweep_interval_ms, feed, ..defaults })
     }
 }
 
@@ -69,5 +96,19 @@ mod tests {
             TicketmasterSettings { ticketmaster_sweep_interval_ms: Some(1), ..Default::default() },
             "ticketmaster.sweep_interval_ms",
         );
+        assert_eq!((config.feed.poll_interval_ms, config.feed.stale_ms), (150, 3_600_000));
+        let feed = |poll: u64, stale: u64| TicketmasterSettings {
+            ticketmaster_feed_poll_ms: Some(poll),
+            ticketmaster_feed_stale_ms: Some(stale),
+            ..Default::default()
+        };
+        for (poll, stale) in [(10, 60_000), (5_000, 2_592_000_000)] {
+            let config = feed(poll, stale).resolve().expect("in bounds");
+            assert_eq!((config.feed.poll_interval_ms, config.feed.stale_ms), (poll, stale));
+        }
+        check(feed(9, 60_000), "ticketmaster.feed_poll_ms");
+        check(feed(5_001, 60_000), "ticketmaster.feed_poll_ms");
+        check(feed(100, 59_999), "ticketmaster.feed_stale_ms");
+        check(feed(100, u64::MAX), "ticketmaster.feed_stale_ms");
     }
 }
