@@ -127,14 +127,32 @@ impl TestDb {
         dbs
     }
 
-    /// Drops the PostgreSQL database (closing its sessions); removes the SQLite file.
+    /// Drops the PostgreSQL database (closing its sessions; its logical replication
+    /// slots go with it); removes the SQLite file. PostgreSQL refuses the drop while
+    /// one of the database's slots is active — a session of a killed process can
+    /// still be decoding for a moment — so the drop is retried for up to 10 s: a
+    /// database left behind would keep its slots, and they the server's WAL, for ever.
     pub async fn drop_db(self) {
+        /// PostgreSQL's "object in use": here, an active slot of the database.
+        const OBJECT_IN_USE: &str = "55006";
         if let Self::Postgres { admin_url, name, .. } = self
             && let Ok(admin) = PgPool::connect(&admin_url).await
         {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&admin)
-                .await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+                match dropped {
+                    Err(sqlx::Error::Database(e))
+                        if e.code().as_deref() == Some(OBJECT_IN_USE)
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    _ => break,
+                }
+            }
             admin.close().await;
         }
     }
