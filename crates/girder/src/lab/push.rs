@@ -421,6 +421,16 @@ async fn run_fanout(viewers: usize, comments: usize) -> anyhow::Result<SseRun> {
     // Its background work: the feed that publishes committed comments to the hub.
     let (trigger, shutdown) = girder_system::Shutdown::new();
     let background = tokio::spawn(girder_system::System::run(Arc::clone(&lc), shutdown));
+    // A new feed starts from the newest commit once its consumer is open: comments
+    // before that are history, not pushed. Post only once it reads.
+    let opened = Instant::now();
+    while !matches!(lc.feed_state(), girder_livecomments::FeedState::Live) {
+        anyhow::ensure!(
+            opened.elapsed() < Duration::from_secs(30),
+            "the comment feed never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let tokens = Tokens::new(&rand::random::<[u8; 32]>(), 3_600);
     let now = SystemClock.now_ms() / 1_000;
     let auth = format!("Bearer {}", tokens.issue("poster", Role::User, now).token);
