@@ -18,6 +18,11 @@
 //! longer reaches back that far (or the position is from another hub, or another
 //! incarnation of the topic), an explicit [`Resume::Reset`]: the client learns its
 //! resume was incomplete and reloads.
+//!
+//! **Losses upstream.** A hub fed from elsewhere (a broker joining instances) can
+//! lose messages before they reach it. [`Hub::report_gap`] makes that explicit: every
+//! subscriber's next receive is an [`Event::Gap`] with [`MISSED_UNKNOWN`], and a
+//! resume from a position published before it is a [`Resume::Reset`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -97,14 +102,19 @@ impl Default for SubscribeConfig {
     }
 }
 
+/// [`Event::Gap`]'s count when how many were missed is not known: the hub was told
+/// of a loss upstream ([`Hub::report_gap`]).
+pub const MISSED_UNKNOWN: u64 = u64::MAX;
+
 /// What a subscription receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message.
     Message(Message),
-    /// Messages dropped because the buffer was full; the ones after follow.
+    /// Messages were missed: dropped because the buffer was full, or lost upstream
+    /// ([`Hub::report_gap`]). The ones after follow without a gap.
     Gap {
-        /// How many.
+        /// How many, or [`MISSED_UNKNOWN`].
         missed: u64,
     },
 }
@@ -201,7 +211,8 @@ impl SubShared {
             match self.config.policy {
                 SlowConsumer::DropOldest => {
                     state.queue.pop_front();
-                    state.missed += 1;
+                    // Saturates at MISSED_UNKNOWN, which stays unknown.
+                    state.missed = state.missed.saturating_add(1);
                 }
                 SlowConsumer::Disconnect => {
                     state.closed = Some(Closed::SlowConsumer);
@@ -220,6 +231,19 @@ impl SubShared {
         true
     }
 
+    /// A loss upstream: what is buffered joins the gap, so whatever the subscriber
+    /// receives after the gap is contiguous.
+    fn interrupt(&self) {
+        let mut state = self.state.lock();
+        if state.closed.is_some() {
+            return;
+        }
+        state.queue.clear();
+        state.missed = MISSED_UNKNOWN;
+        drop(state);
+        self.notify.notify_one();
+    }
+
     fn close(&self, why: Closed) {
         let mut state = self.state.lock();
         if state.closed.is_none() {
@@ -234,6 +258,9 @@ impl SubShared {
 struct TopicState {
     stream: u64,
     next_seq: u64,
+    /// Positions below it were published before a [`Hub::report_gap`]: a resume
+    /// from one is a reset.
+    floor: u64,
     history: VecDeque<Message>,
     subscribers: Vec<(u64, Arc<SubShared>)>,
 }
@@ -309,6 +336,7 @@ impl Hub {
         let state = Arc::new(Mutex::new(TopicState {
             stream: self.inner.next_stream.fetch_add(1, Ordering::Relaxed),
             next_seq: 1,
+            floor: 0,
             history: VecDeque::new(),
             subscribers: Vec::new(),
         }));
@@ -409,7 +437,12 @@ impl Hub {
         let last = state.next_seq - 1;
         let resume = match since {
             None => Resume::Complete(Vec::new()),
-            Some(p) if p.epoch != self.inner.epoch || p.stream != state.stream || p.seq > last => {
+            Some(p)
+                if p.epoch != self.inner.epoch
+                    || p.stream != state.stream
+                    || p.seq > last
+                    || p.seq < state.floor =>
+            {
                 Resume::Reset { oldest }
             }
             Some(p) => {
@@ -452,6 +485,27 @@ impl Hub {
     #[must_use]
     pub fn topics(&self) -> usize {
         self.inner.topics.read().len()
+    }
+
+    /// Reports that messages meant for this hub may have been lost before reaching
+    /// it (a broker's connection to the other instances dropped): every current
+    /// subscriber's buffer is dropped and its next receive is an [`Event::Gap`] with
+    /// [`MISSED_UNKNOWN`] — whatever its [`SlowConsumer`] policy, since it did not
+    /// fall behind —, and each topic's history is forgotten, so a resume from a
+    /// position published before this call is a [`Resume::Reset`]. Messages
+    /// published after the call follow the gap in order.
+    pub fn report_gap(&self) {
+        for state in self.inner.topics.read().values() {
+            let mut state = state.lock();
+            state.floor = state.next_seq;
+            state.history.clear();
+            for (_, sub) in &state.subscribers {
+                sub.interrupt();
+            }
+        }
+        for (_, _, sub) in self.inner.wildcards.read().iter() {
+            sub.interrupt();
+        }
     }
 
     /// Ends every subscription with [`Closed::Hub`].

@@ -24,7 +24,12 @@
 //! [`longpoll`] (a held request woken by the publish).
 //!
 //! With feature `nats`, [`nats::NatsBroker`] joins the hubs of several instances, so
-//! a subscriber on one receives what is published on another.
+//! a subscriber on one receives what is published on another. With feature `redis`,
+//! [`redis_broker::RedisBroker`] does the same over Redis pub/sub: each payload in a
+//! small envelope naming its origin and number, a probe through Redis before it
+//! returns and on every heartbeat, and every loss it can see — a dropped subscriber
+//! connection, another instance's unacknowledged pipeline — reported to local
+//! subscribers as a gap ([`hub::Hub::report_gap`]), never silent.
 //!
 //! [`presence`]: who is online in a room across devices, with leases that run out
 //! (never "online forever"), in process or, with feature `redis`, shared through
@@ -34,7 +39,7 @@
 //! outboxes that cut a slow reader with a close code, keep-alive timing — for a
 //! server to drive its sockets with.
 //!
-//! Not yet: a Redis pub/sub backend, durable replay across instances (JetStream).
+//! Not yet: durable replay across instances (JetStream).
 
 #[cfg(feature = "sql")]
 pub mod cdc;
@@ -45,12 +50,14 @@ pub mod nats;
 pub mod presence;
 #[cfg(feature = "redis")]
 pub mod presence_redis;
+#[cfg(feature = "redis")]
+pub mod redis_broker;
 pub mod sse;
 pub mod topic;
 pub mod ws;
 
 pub use hub::{
-    Closed, Event, Hub, HubConfig, HubError, Message, Position, Published, Resume, SlowConsumer,
-    SubscribeConfig, Subscription,
+    Closed, Event, Hub, HubConfig, HubError, MISSED_UNKNOWN, Message, Position, Published, Resume,
+    SlowConsumer, SubscribeConfig, Subscription,
 };
 pub use topic::{Pattern, Topic, TopicError};

@@ -7,7 +7,8 @@
 //! follows, none twice) or not (`{"recovered":false}`: reload, then follow). Each
 //! message is one frame whose `id` is its [`Position`](crate::Position), so the
 //! browser's automatic reconnect resumes where it stopped. A buffer overflow is an
-//! `event: gap` with the number missed; a comment line every heartbeat keeps proxies
+//! `event: gap` with the number missed (`null` for a loss upstream of the hub, whose
+//! size is unknown: [`Hub::report_gap`](crate::Hub::report_gap)); a comment line every heartbeat keeps proxies
 //! from closing an idle stream; the end is `event: closed` with the reason.
 //!
 //! The transport (headers such as `Cache-Control: no-store` and
@@ -19,7 +20,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 
-use crate::hub::{Closed, Event, Message, Resume, Subscription};
+use crate::hub::{Closed, Event, MISSED_UNKNOWN, Message, Resume, Subscription};
 
 /// Appends one event: optional `id`, optional `event` name, `data` split into lines
 /// (any of `\r\n`, `\n`, `\r` breaks a line). Newlines and NUL in `id` or `event`
@@ -148,6 +149,9 @@ pub fn stream(
                             break;
                         }
                     }
+                }
+                Ok(Ok(Event::Gap { missed: MISSED_UNKNOWN })) => {
+                    write_event(&mut out, None, Some("gap"), r#"{"missed":null}"#);
                 }
                 Ok(Ok(Event::Gap { missed })) => {
                     write_event(&mut out, None, Some("gap"), &format!(r#"{{"missed":{missed}}}"#));

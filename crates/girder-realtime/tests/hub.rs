@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use girder_realtime::{
-    Closed, Event, Hub, HubConfig, HubError, Pattern, Position, Resume, SlowConsumer,
-    SubscribeConfig, Topic,
+    Closed, Event, Hub, HubConfig, HubError, MISSED_UNKNOWN, Pattern, Position, Resume,
+    SlowConsumer, SubscribeConfig, Topic,
 };
 use proptest::prelude::*;
 
@@ -87,6 +87,40 @@ async fn a_full_buffer_drops_the_oldest_and_says_so_or_disconnects() {
     assert_eq!(leaving.recv().await, Err(Closed::SlowConsumer));
     // The publisher never waited, and the closed subscriber is gone from the topic.
     assert_eq!(hub.publish(&t("x"), "5").unwrap().delivered, 1);
+}
+
+#[tokio::test]
+async fn a_loss_upstream_is_a_gap_for_every_subscriber_and_a_reset_for_older_positions() {
+    let hub = hub(100);
+    let topic = t("room.1");
+    let mut exact = hub.subscribe(&p("room.1"), SubscribeConfig::default()).unwrap();
+    let mut wild = hub.subscribe(&p("room.*"), SubscribeConfig::default()).unwrap();
+    let strict = SubscribeConfig { capacity: 2, policy: SlowConsumer::Disconnect };
+    let mut leaving = hub.subscribe(&p("room.1"), strict).unwrap();
+    let before = hub.publish(&topic, "before").unwrap().position;
+    hub.report_gap();
+    let after = hub.publish(&topic, "after").unwrap().position;
+    let unknown = format!("gap {MISSED_UNKNOWN}");
+    // What was buffered joins the gap, so what follows it is contiguous.
+    for sub in [&mut exact, &mut wild, &mut leaving] {
+        assert_eq!(payloads(&drain(sub)), [unknown.as_str(), "after"]);
+    }
+    // A resume from before the loss cannot be complete; from after it, it is.
+    let (_, resume) = hub.resume(&topic, Some(before), SubscribeConfig::default()).unwrap();
+    assert_eq!(resume, Resume::Reset { oldest: Some(after) });
+    let (_, resume) = hub.resume(&topic, Some(after), SubscribeConfig::default()).unwrap();
+    assert_eq!(resume, Resume::Complete(Vec::new()));
+    // An unknown count stays unknown when the buffer overflows as well.
+    let small = SubscribeConfig { capacity: 1, policy: SlowConsumer::DropOldest };
+    let mut full = hub.subscribe(&p("room.1"), small).unwrap();
+    hub.report_gap();
+    hub.publish(&topic, "x").unwrap();
+    hub.publish(&topic, "y").unwrap();
+    assert_eq!(payloads(&drain(&mut full)), [unknown.as_str(), "y"]);
+    // A subscriber that arrives later has nothing to hear about.
+    let mut late = hub.subscribe(&p("room.1"), SubscribeConfig::default()).unwrap();
+    hub.publish(&topic, "z").unwrap();
+    assert_eq!(payloads(&drain(&mut late)), ["z"]);
 }
 
 #[tokio::test]

@@ -61,6 +61,10 @@ async fn a_stream_says_whether_it_recovered_then_carries_messages_gaps_and_the_e
     assert_eq!(gap, "event: gap\ndata: {\"missed\":1}\n\n");
     let rest = String::from_utf8(frames.next().await.unwrap().to_vec()).unwrap();
     assert!(rest.contains("data: b\n") && rest.contains("data: c\n"), "{rest}");
+    // A loss upstream of the hub: a gap of unknown size.
+    hub.report_gap();
+    let gap = String::from_utf8(frames.next().await.unwrap().to_vec()).unwrap();
+    assert_eq!(gap, "event: gap\ndata: {\"missed\":null}\n\n");
     // Idle: a heartbeat comment.
     let idle = String::from_utf8(frames.next().await.unwrap().to_vec()).unwrap();
     assert_eq!(idle, ": heartbeat\n\n");
