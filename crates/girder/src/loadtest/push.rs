@@ -55,6 +55,21 @@ pub(crate) fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1_000.0
 }
 
+/// Raises this process's file-descriptor limit for thousands of sockets (each
+/// in-process connection is two): to 65,536 where allowed (root), else to the hard
+/// limit. Returns the soft limit now.
+pub fn raise_nofile() -> std::io::Result<u64> {
+    const WANTED: u64 = 65_536;
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft >= WANTED {
+        return Ok(soft);
+    }
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, WANTED, WANTED.max(hard)).is_ok() {
+        return Ok(WANTED);
+    }
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
 fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -491,7 +506,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<PushReport> {
         Some(r) => anyhow::bail!("--rate must be in (0, 1000000], got {r}"),
         None => Pacing::Closed,
     };
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let _ = crate::loadtest::push::raise_nofile();
     let http = reqwest::Client::new();
     let (sent, delivered, expected, latency) = if args.scenario == "sse" {
         let video = args.path.clone().unwrap_or_else(|| "loadtest".to_owned());
