@@ -199,37 +199,41 @@ impl Graph {
     ) -> Result<FollowChange, GraphError> {
         let change = on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let known = sqlx::query("SELECT 1 FROM nf_users WHERE id = $1")
-                .bind(followee)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if known {
-                let added = sqlx::query(
-                    "INSERT INTO nf_follows (follower, followee, since_ms) VALUES ($1, $2, $3) \
-                     ON CONFLICT (follower, followee) DO NOTHING",
-                )
-                .bind(follower)
-                .bind(followee)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if added == 1 {
-                    sqlx::query("UPDATE nf_users SET followers = followers + 1 WHERE id = $1")
-                        .bind(followee)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("UPDATE nf_users SET following = following + 1 WHERE id = $1")
-                        .bind(follower)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                if added == 1 { FollowChange::Changed } else { FollowChange::Unchanged }
+            // The write comes first, with the followee's existence as its condition: on
+            // SQLite a transaction that reads and then writes fails at once (busy, no
+            // wait) when another writer commits in between; one that writes first
+            // waits its turn for the lock.
+            let added = sqlx::query(
+                "INSERT INTO nf_follows (follower, followee, since_ms) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM nf_users WHERE id = $2) \
+                 ON CONFLICT (follower, followee) DO NOTHING",
+            )
+            .bind(follower)
+            .bind(followee)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let change = if added == 1 {
+                sqlx::query("UPDATE nf_users SET followers = followers + 1 WHERE id = $1")
+                    .bind(followee)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE nf_users SET following = following + 1 WHERE id = $1")
+                    .bind(follower)
+                    .execute(&mut *tx)
+                    .await?;
+                FollowChange::Changed
             } else {
-                FollowChange::UnknownUser
-            }
+                let known = sqlx::query("SELECT 1 FROM nf_users WHERE id = $1")
+                    .bind(followee)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if known { FollowChange::Unchanged } else { FollowChange::UnknownUser }
+            };
+            tx.commit().await?;
+            change
         });
         Ok(change)
     }
