@@ -134,6 +134,7 @@ type Result<T, E = WhatsAppError> = std::result::Result<T, E>;
 pub struct ConnectQuery {
     /// This device's id, 1–128 bytes (the client's choice; stable across reconnects,
     /// since its offline inbox is kept by it).
+    #[param(min_length = 1, max_length = 128)]
     pub device: String,
 }
 
@@ -177,7 +178,7 @@ pub struct CreateChatRequest {
     #[schema(min_items = 1, max_items = 255)]
     pub members: Vec<String>,
     /// A group's title, 1–100 characters (not for direct chats).
-    #[schema(max_length = 100)]
+    #[schema(min_length = 1, max_length = 100)]
     pub title: Option<String>,
 }
 
@@ -226,7 +227,7 @@ pub struct ChatPage {
 #[serde(deny_unknown_fields)]
 pub struct ChatPageQuery {
     /// Chats with ids after this [default: from the first].
-    #[param(max_length = 40)]
+    #[param(max_length = 40, pattern = r"^[a-z0-9]{0,40}$")]
     pub after: Option<String>,
     /// Page size, 1–100 [default: 50].
     #[param(minimum = 1, maximum = 100)]

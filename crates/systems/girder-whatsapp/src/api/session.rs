@@ -87,10 +87,6 @@ async fn close(socket: &mut WebSocket, code: CloseCode) -> Result<(), axum::Erro
         .unwrap_or(Ok(()))
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 impl Session {
     async fn serve(&mut self, mut connection: Connection<Arc<Push>>, expires_at: u64) -> End {
         let ttl = self.wa.config.presence_ttl_ms;
@@ -119,7 +115,9 @@ impl Session {
         ping.tick().await;
         let mut beat = tokio::time::interval(Duration::from_millis(ttl / 3));
         beat.tick().await;
-        let expiry = tokio::time::sleep(Duration::from_secs(expires_at.saturating_sub(now_secs())));
+        // The server's one clock says when the token runs out.
+        let now_secs = self.wa.clock.now_ms() / 1_000;
+        let expiry = tokio::time::sleep(Duration::from_secs(expires_at.saturating_sub(now_secs)));
         tokio::pin!(expiry);
         loop {
             tokio::select! {
