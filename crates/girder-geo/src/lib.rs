@@ -1,0 +1,14 @@
+//! Geospatial patterns: "Geohashing for Proximity Search", "Redis Geospatial
+//! Indexes" and "S2 Geometry for Precise Coverage" (here with H3 cells) made real.
+//!
+//! - [`point`]: validated WGS84 points; NaN, infinities and out-of-range degrees are
+//!   typed errors.
+//! - [`distance`]: haversine on Redis's sphere, with its error stated.
+//!
+//! The core is pure: no async runtime, no I/O. The Redis backend of the index sits
+//! behind the `redis` feature.
+
+pub mod distance;
+pub mod point;
+
+pub use point::{CoordError, INDEX_LAT_MAX, Point};
