@@ -4,10 +4,12 @@
 //! - [`point`]: validated WGS84 points; NaN, infinities and out-of-range degrees are
 //!   typed errors.
 //! - [`distance`]: haversine on Redis's sphere, with its error stated.
+//! - [`cells`]: H3 cells, grid disks, circle coverings that miss no point, per-cell counts.
 //!
 //! The core is pure: no async runtime, no I/O. The Redis backend of the index sits
 //! behind the `redis` feature.
 
+pub mod cells;
 pub mod distance;
 pub mod point;
 
