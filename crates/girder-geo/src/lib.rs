@@ -5,12 +5,15 @@
 //!   typed errors.
 //! - [`distance`]: haversine on Redis's sphere, with its error stated.
 //! - [`cells`]: H3 cells, grid disks, circle coverings that miss no point, per-cell counts.
+//! - [`fence`]: geofences (circle, box, polygon, roaming) with enter/inside/exit, crossings
+//!   between fixes included.
 //!
 //! The core is pure: no async runtime, no I/O. The Redis backend of the index sits
 //! behind the `redis` feature.
 
 pub mod cells;
 pub mod distance;
+pub mod fence;
 pub mod point;
 
 pub use point::{CoordError, INDEX_LAT_MAX, Point};
