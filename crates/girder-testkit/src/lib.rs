@@ -6,6 +6,7 @@
 
 pub mod backends;
 pub mod cache;
+pub mod geo;
 pub mod id;
 pub mod lease;
 pub mod replica;
