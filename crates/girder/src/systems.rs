@@ -37,12 +37,7 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
         "full-text search over posts",
         &["Inverted Index for Text Search"],
     ),
-    &planned(
-        "tinder",
-        "Tinder",
-        "geospatial matching",
-        &["Geohashing for Proximity Search", "Bloom Filter for Membership Testing"],
-    ),
+    &Live::<girder_tinder::Tinder>::new(),
     &planned(
         "youtube",
         "YouTube",

@@ -506,3 +506,38 @@ async fn two_browser_sessions_chat_and_see_each_others_receipts() {
     bob.close().await.expect("close bob");
     ann.close().await;
 }
+
+/// The Tinder page: the profile form saves, demo profiles nearby fill the feed, and
+/// liking one that likes the page's user back shows the match notice (from the
+/// page's own event stream) and the match in the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_like_returned_on_the_tinder_page_is_announced_as_a_match() {
+    if !browser_available("a_like_returned_on_the_tinder_page_is_announced_as_a_match") {
+        return;
+    }
+    let page = Page::open().await;
+    let wait_for = |xpath: &'static str, what: &'static str| {
+        let client = page.client.clone();
+        async move {
+            let found = client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+            found.unwrap_or_else(|e| panic!("{what}: {e}"))
+        }
+    };
+
+    page.goto("/dashboard/tinder").await;
+    wait_for("//span[@id='state'][.='live']", "the event stream never opened").await;
+    page.click("#save").await;
+    wait_for("//p[@id='result'][.='Saved.']", "the profile was not saved").await;
+    page.click("#demo").await;
+    wait_for("//div[@id='feed']/div[@class='card']", "no demo profile reached the feed").await;
+    let liker = page.find("#feed .card:has(.likes)").await;
+    let name = liker.find(Locator::Css(".name")).await.expect("name").text().await.expect("text");
+    let name = name.split(',').next().expect("a name").to_owned();
+    liker.find(Locator::Css("button.like")).await.expect("like").click().await.expect("click");
+    wait_for("//ul[@id='notices']/li[contains(., 'a match')]", "no match notice over the stream")
+        .await;
+    let notice = page.prop("#notices li", "innerText").await;
+    assert!(notice.contains(&name), "the notice names {name}: {notice}");
+    wait_for("//ul[@id='matches']/li", "the match is not listed").await;
+    page.close().await;
+}
