@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::geo::{self, CoordError, Point};
 use super::order::{self, NewOrder, OrderError, Shortfall};
 use super::store::{Center, Item, Order, STOCK_MAX, StoreError};
 use super::{GoPuff, Strategy};
+use girder_geo::{CoordError, Point};
 use girder_http::cursor::CursorError;
 use girder_http::extract::{Json, Path, Query};
 use girder_http::identity::{Caller, Operator};
@@ -450,6 +450,11 @@ impl GoPuff {
         (ttl * (1.0 + self.config.availability_ttl_jitter_fraction)).ceil() as u64
     }
 
+    /// Reloads the centre index first if it is `centers_refresh_ms` old.
+    async fn fresh_centers(&self) -> Result<()> {
+        Ok(self.nearby.refresh_if_due(&self.store, self.clock.now_ms()).await?)
+    }
+
     async fn require_center(&self, id: i64) -> Result<()> {
         if self.store.center_exists(id).await? { Ok(()) } else { Err(ErrorKind::UnknownCenter(id)) }
     }
@@ -549,8 +554,10 @@ async fn create_center(
 ) -> Result<Response> {
     check_name("name", &request.name)?;
     let at = Point::new(request.lat, request.lon)?;
-    let center = gopuff.store.insert_center(&request.name, at.lat, at.lon, gopuff.now_ms()).await?;
-    gopuff.availability.invalidate_centers().await;
+    let center =
+        gopuff.store.insert_center(&request.name, at.lat(), at.lon(), gopuff.now_ms()).await?;
+    // Searchable on this instance before the answer; others reload on their own.
+    gopuff.nearby.insert(center.clone()).await?;
     Ok((StatusCode::CREATED, axum::Json(CenterView::from(center))).into_response())
 }
 
@@ -586,7 +593,7 @@ async fn list_centers(
     }))
 }
 
-/// The nearest centre to a point (haversine over all centres).
+/// The nearest centre to a point (great-circle distance, through the centre index).
 #[utoipa::path(
     get,
     path = "/api/gopuff/centers/nearest",
@@ -604,10 +611,9 @@ async fn nearest_center(
     Query(query): Query<NearestQuery>,
 ) -> Result<axum::Json<NearestView>> {
     let from = Point::new(query.lat, query.lon)?;
-    let centers = gopuff.availability.centers().await?;
-    let candidates = centers.iter().filter_map(|c| Some((c, Point::new(c.lat, c.lon).ok()?)));
-    let (center, distance_km) = geo::nearest(from, candidates).ok_or(ErrorKind::NoCenters)?;
-    Ok(axum::Json(NearestView { center: CenterView::from(center.clone()), distance_km }))
+    gopuff.fresh_centers().await?;
+    let (center, distance_km) = gopuff.nearby.nearest(from)?.ok_or(ErrorKind::NoCenters)?;
+    Ok(axum::Json(NearestView { center: CenterView::from(center), distance_km }))
 }
 
 /// Add an item to the catalogue.
@@ -775,10 +781,9 @@ async fn availability(
     for sku in &skus {
         check_sku(sku)?;
     }
-    let centers = gopuff.availability.centers().await?;
-    let candidates = centers.iter().filter_map(|c| Some((c, Point::new(c.lat, c.lon).ok()?)));
+    gopuff.fresh_centers().await?;
     let mut out = Vec::new();
-    for (center, distance_km) in geo::within(from, query.radius_km, candidates) {
+    for (center, distance_km) in gopuff.nearby.within(from, query.radius_km)? {
         let stocked = gopuff.availability.stock(center.id).await?;
         let stock = skus
             .iter()
@@ -791,7 +796,7 @@ async fn availability(
             .collect();
         out.push(CenterAvailability {
             center_id: center.id,
-            name: center.name.clone(),
+            name: center.name,
             distance_km,
             stock,
         });

@@ -1,7 +1,8 @@
 //! The availability read path ("Pattern: Query Result Caching"): the results of
-//! the per-centre stock query ([`STOCK_QUERY`]) and of the centre scan
-//! ([`CENTERS_QUERY`]) are cached under the canonical [`QueryKey`] of the query
-//! text and its parameters, in girder-cache's L1 (and Redis L2 when configured).
+//! the per-centre stock query ([`STOCK_QUERY`]) are cached under the canonical
+//! [`QueryKey`] of the query text and its parameters, in girder-cache's L1 (and
+//! Redis L2 when configured). Which centres are near is not cached here: each
+//! instance keeps an index of them ([`crate::nearby`]).
 //!
 //! Staleness bound, as promised to users:
 //! - On the instance that changed stock (an order, a `PUT` or a restock through
@@ -29,24 +30,20 @@ use girder_core::Clock;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::store::{CENTERS_QUERY, Center, STOCK_QUERY, Store, StoreError};
+use super::store::{Center, STOCK_QUERY, Store, StoreError};
 
 /// A query the cache knows how to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Query {
-    /// [`CENTERS_QUERY`].
-    Centers,
     /// [`STOCK_QUERY`] for one centre.
     CenterStock(i64),
 }
 
 impl Query {
     fn key(self) -> QueryKey {
-        let key = match self {
-            Self::Centers => QueryKey::new(CENTERS_QUERY, &()),
-            Self::CenterStock(center) => QueryKey::new(STOCK_QUERY, &(center,)),
-        };
-        // Unit and an integer tuple always serialize.
+        let Self::CenterStock(center) = self;
+        let key = QueryKey::new(STOCK_QUERY, &(center,));
+        // An integer tuple always serializes.
         key.unwrap_or_else(|e| unreachable!("query parameters serialize: {e}"))
     }
 }
@@ -54,7 +51,8 @@ impl Query {
 /// A cached query result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Answer {
-    /// Every centre.
+    /// Every centre. No longer cached: the variant stays so that [`Answer::Stock`]
+    /// keeps its encoding in a Redis L2 shared with instances of an earlier build.
     Centers(Vec<Center>),
     /// One centre's `(sku, quantity)` rows, sku-sorted.
     Stock(Vec<(String, i64)>),
@@ -62,7 +60,7 @@ pub enum Answer {
 
 /// Runs a query on a miss. A [`QueryKey`] is a one-way digest, so the loader
 /// remembers which query each key it was asked about stands for; the map holds
-/// one entry per centre ever queried, plus one.
+/// one entry per centre ever queried.
 #[derive(Debug)]
 pub struct QueryLoader {
     store: Store,
@@ -88,7 +86,6 @@ impl Loader<QueryKey, Answer> for QueryLoader {
         let store = self.store.clone();
         async move {
             match query {
-                Some(Query::Centers) => Ok(Some(Answer::Centers(store.all_centers().await?))),
                 Some(Query::CenterStock(center)) => {
                     Ok(Some(Answer::Stock(store.center_stock(center).await?)))
                 }
@@ -143,7 +140,7 @@ pub struct AvailabilityConfig {
     pub ttl_ms: u64,
     /// Each entry's lifetime varies by up to this fraction either way.
     pub ttl_jitter_fraction: f64,
-    /// Upper bound on cached results (one per centre, plus the centre list).
+    /// Upper bound on cached results (one per centre).
     pub capacity_entries: u64,
 }
 
@@ -200,19 +197,6 @@ impl Availability {
             .ok_or(StoreError::Invariant("availability cache: the query loader found nothing"))
     }
 
-    /// Every centre, possibly up to the staleness bound old.
-    ///
-    /// # Errors
-    /// The store failed.
-    pub async fn centers(&self) -> Result<Vec<Center>, StoreError> {
-        match self.get(Query::Centers).await? {
-            Answer::Centers(centers) => Ok(centers),
-            Answer::Stock(_) => {
-                Err(StoreError::Invariant("availability cache: the centre list key holds stock"))
-            }
-        }
-    }
-
     /// `(sku, quantity)` of every sku stocked at `center`, sku-sorted, possibly
     /// up to the staleness bound old.
     ///
@@ -246,11 +230,6 @@ impl Availability {
     /// Forgets `center`'s cached stock everywhere: call after any stock change.
     pub async fn invalidate_stock(&self, center: i64) {
         self.invalidate(Query::CenterStock(center)).await;
-    }
-
-    /// Forgets the cached centre list everywhere: call after adding a centre.
-    pub async fn invalidate_centers(&self) {
-        self.invalidate(Query::Centers).await;
     }
 
     /// Counters of every layer.

@@ -3,8 +3,9 @@
 //! the units ordered equal the stock removed ("Pattern: ACID Transactions for
 //! Atomicity", with row locks or "Pattern: Optimistic Locking with Version
 //! Fields"), on SQLite and PostgreSQL, across instances sharing the database.
-//! The availability read path is cached ("Pattern: Query Result Caching") and a
-//! plain haversine scan finds nearby centres.
+//! The availability read path is cached ("Pattern: Query Result Caching") and an
+//! in-process geo index of the centres on every instance finds nearby centres
+//! ("Pattern: Redis Geospatial Indexes", see [`nearby`]).
 //!
 //! HTTP surface, nested at `/api/gopuff`: `POST/GET /centers`,
 //! `GET /centers/nearest`, `POST /items`, `PUT /centers/{id}/inventory/{sku}`,
@@ -14,6 +15,7 @@
 mod api;
 pub mod availability;
 pub mod geo;
+pub mod nearby;
 pub mod order;
 mod settings;
 pub mod store;
@@ -28,6 +30,7 @@ use availability::{Availability, AvailabilityConfig};
 use girder_http::cursor::CursorCodec;
 use girder_http::idempotency::Idempotency;
 use girder_system::{BoxError, Context, OpenError, Shutdown, System, SystemInfo};
+use nearby::NearbyCenters;
 use store::Store;
 
 pub use settings::GoPuffSettings;
@@ -96,14 +99,18 @@ pub struct GoPuffConfig {
     pub availability_ttl_ms: u64,
     /// Jitter of that lifetime, as a fraction either way (0.0–0.5).
     pub availability_ttl_jitter_fraction: f64,
-    /// Upper bound on cached availability results (one per centre, plus one).
+    /// Upper bound on cached availability results (one per centre).
     pub availability_cache_entries: u64,
+    /// How old this instance's index of centres may get before a nearby search
+    /// reloads it from the store: the bound on seeing centres created on other
+    /// instances, or changed in the database directly.
+    pub centers_refresh_ms: u64,
 }
 
 impl GoPuffConfig {
     /// The defaults: row locks, girder-lock's default retry policy (10 attempts,
     /// 2–200 ms full-jitter backoff), a 2 s availability TTL with 10% jitter, 100,000
-    /// cached results.
+    /// cached results, centres reloaded every 2 s.
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -112,6 +119,7 @@ impl GoPuffConfig {
             availability_ttl_ms: 2_000,
             availability_ttl_jitter_fraction: 0.1,
             availability_cache_entries: 100_000,
+            centers_refresh_ms: 2_000,
         }
     }
 }
@@ -141,6 +149,7 @@ struct Counters {
 pub struct GoPuff {
     store: Store,
     availability: Availability,
+    nearby: NearbyCenters,
     cursors: CursorCodec,
     /// Order placement accepts an `Idempotency-Key`: a retried order is placed once.
     idempotency: Idempotency,
@@ -164,8 +173,8 @@ const CURSOR_KEY_SETTING: &str = "cursor_key";
 
 impl GoPuff {
     /// Opens GoPuff on `context`'s pool, whose tables [`migrations`] has brought up
-    /// to date, and builds the availability cache (with a Redis L2 when `context`
-    /// has Redis).
+    /// to date, builds the availability cache (with a Redis L2 when `context` has
+    /// Redis) and loads the centres into the nearby index.
     ///
     /// # Errors
     /// The database or Redis cannot be reached, the cache settings are invalid, or
@@ -192,9 +201,12 @@ impl GoPuff {
             girder_sql::shared_key::<32>(store.db(), store::SETTINGS_TABLE, CURSOR_KEY_SETTING)
                 .await
                 .map_err(OpenError::storage)?;
+        let nearby = NearbyCenters::new(config.centers_refresh_ms);
+        nearby.reload(&store, clock.now_ms()).await.map_err(OpenError::storage)?;
         Ok(Arc::new(Self {
             store,
             availability,
+            nearby,
             cursors: CursorCodec::new(key),
             idempotency: Idempotency::new(context.db.clone(), Arc::clone(&clock)),
             counters: Counters::default(),
@@ -219,6 +231,21 @@ impl GoPuff {
     #[must_use]
     pub const fn availability(&self) -> &Availability {
         &self.availability
+    }
+
+    /// This instance's index of centres.
+    #[must_use]
+    pub const fn nearby(&self) -> &NearbyCenters {
+        &self.nearby
+    }
+
+    /// Reloads this instance's index of centres from the store now (a search does
+    /// so by itself once the index is `centers_refresh_ms` old).
+    ///
+    /// # Errors
+    /// The store failed; the index is as before.
+    pub async fn refresh_centers(&self) -> Result<(), store::StoreError> {
+        self.nearby.reload(&self.store, self.clock.now_ms()).await
     }
 
     /// Order counts since start, on this instance.
@@ -263,6 +290,7 @@ impl System for GoPuff {
             "Optimistic Locking with Version Fields",
             "Query Result Caching",
             "Pagination & Cursor-based Fetching",
+            "Redis Geospatial Indexes",
         ],
     };
 

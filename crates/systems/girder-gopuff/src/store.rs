@@ -81,6 +81,10 @@ pub enum StoreError {
     /// `StoreError`, shared by every waiter of the load) is the source.
     #[error("availability cache")]
     Cache(#[source] GetError<StoreError>),
+    /// The centre index refused an update or a search (a bug: every input is
+    /// validated first).
+    #[error("centre index")]
+    Index(#[source] girder_geo::index::GeoError),
     /// A broken invariant of this crate (a bug), named by the message: the cache
     /// was asked about a query never registered, or answered with the wrong shape.
     #[error("internal error: {0}")]
@@ -100,9 +104,9 @@ pub(crate) const SETTINGS_TABLE: &str = "gopuff_settings";
 /// `QueryKey`; the text is the key's identity, so it is defined once.
 pub const STOCK_QUERY: &str =
     "SELECT sku, quantity FROM gopuff_inventory WHERE center_id = $1 ORDER BY sku";
-/// The centre scan behind nearby searches, cached likewise.
+/// The centre scan each instance loads its nearby index from.
 pub const CENTERS_QUERY: &str = "SELECT id, name, lat, lon FROM gopuff_centers ORDER BY id";
-/// The most centres one nearby scan reads; beyond this a geo index is overdue.
+/// The most centres one load reads (and the nearby index holds).
 pub const CENTERS_SCAN_MAX: i64 = 100_000;
 
 impl Store {
@@ -175,7 +179,7 @@ impl Store {
         Ok(rows?)
     }
 
-    /// Every centre (up to [`CENTERS_SCAN_MAX`]), for the nearby scan: the result of
+    /// Every centre (up to [`CENTERS_SCAN_MAX`]), for the nearby index: the result of
     /// [`CENTERS_QUERY`].
     ///
     /// # Errors
