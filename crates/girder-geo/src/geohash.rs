@@ -21,6 +21,20 @@
 //! **Cell sizes** (at the equator; east–west sizes shrink with the cosine of the
 //! latitude): precision 5 is 4.9 km × 4.9 km, 6 is 1.2 km × 0.6 km, 7 is 153 m ×
 //! 153 m, 9 is 4.8 m × 4.8 m, 12 is 3.7 cm × 1.9 cm.
+//!
+//! ```
+//! use girder_geo::Point;
+//! use girder_geo::geohash::{self, Direction};
+//!
+//! let sf = Point::new(37.7749, -122.4194)?;
+//! let cell = geohash::encode(sf, 5)?;
+//! assert_eq!(cell.to_string(), "9q8yy");
+//! assert_eq!(cell.neighbor(Direction::N).map(|n| n.to_string()).as_deref(), Some("9q8zn"));
+//! // Every point within 1 km lies in one of these precision-6 cells.
+//! let cells = geohash::cover_circle(sf, 1_000.0, 6, 100)?;
+//! assert!(cells.iter().all(|c| c.to_string().starts_with("9q8")));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod cover;
 pub(crate) mod grid;
@@ -32,7 +46,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 pub use cover::{CoverError, cover_box, cover_circle};
-pub(crate) use cover::{Shape, score_ranges};
+pub(crate) use cover::{Shape, score_ranges, score_ranges_coarse};
 pub use score::{SCORE_BITS, Score};
 
 use crate::point::{INDEX_LAT_MAX, Point};

@@ -320,8 +320,52 @@ fn many_members_many_searches() {
                 height_m: rng.random_range(0.0..scale),
             }
         };
-        let count = [None, Some(1), Some(10)][i % 3].and_then(NonZeroUsize::new);
-        let q = Search { center, area, order: None, count, any: false };
+        let count = [None, Some(1), Some(10), Some(300)][i % 4].and_then(NonZeroUsize::new);
+        let order = [None, Some(Order::Asc), Some(Order::Desc)][(i / 4) % 3];
+        let any = count.is_some() && i % 7 == 0;
+        let q = Search { center, area, order, count, any };
         check_search(&index.search_now(&q).unwrap(), model.search(&q, 0).unwrap(), &q);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The hardest members to find: exactly on the circle (the radius is their own
+    /// distance, to the bit) or on a box's edge, near the poles, across the
+    /// antimeridian, at every scale — neither the covering nor the quick rejection
+    /// before the exact formula may drop them.
+    #[test]
+    fn members_on_the_rim_are_found(
+        center in coord(),
+        offsets in proptest::collection::vec((-1.0f64..1.0, -1.0f64..1.0), 1..24),
+        scale_deg in prop_oneof![1e-6f64..1e-4, 1e-4f64..1e-2, 1e-2f64..1.0, 1.0f64..30.0],
+    ) {
+        let index = MemoryGeoIndex::default();
+        let names: Vec<String> = (0..offsets.len()).map(name).collect();
+        let updates: Vec<Update<'_>> = names
+            .iter()
+            .zip(&offsets)
+            .map(|(m, (a, b))| {
+                let lat = (center.0 + a * scale_deg).clamp(-INDEX_LAT_MAX, INDEX_LAT_MAX);
+                let mut lon = center.1 + b * scale_deg;
+                if lon > 180.0 { lon -= 360.0 }
+                if lon < -180.0 { lon += 360.0 }
+                Update { member: m, point: Point::new(lat, lon).unwrap(), ttl_ms: None }
+            })
+            .collect();
+        index.upsert_now(&updates).unwrap();
+        let c = Point::new(center.0, center.1).unwrap();
+        for m in &names {
+            let p = index.position_now(m).unwrap().unwrap();
+            let radius_m = haversine_raw(c.lat(), c.lon(), p.lat(), p.lon());
+            let hits = index.search_now(&Search::radius(Center::At(c), radius_m)).unwrap();
+            prop_assert!(hits.iter().any(|h| &*h.member == m.as_str()), "{} on the rim at {} m", m, radius_m);
+            let width_m = 2.0 * haversine_raw(p.lat(), p.lon(), p.lat(), c.lon());
+            let height_m = 2.0 * meridian_m(p.lat(), c.lat());
+            let q = Search { area: Area::Box { width_m, height_m }, ..Search::radius(Center::At(c), 0.0) };
+            let hits = index.search_now(&q).unwrap();
+            prop_assert!(hits.iter().any(|h| &*h.member == m.as_str()), "{} on the box's corner", m);
+        }
     }
 }

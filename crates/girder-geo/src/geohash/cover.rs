@@ -321,29 +321,48 @@ fn cover(shape: Shape, precision: u8, cells_max: usize) -> Result<Vec<Geohash>, 
 }
 
 /// Sorted, disjoint half-open ranges of index keys (in-grid scores, `0..2^52`) that
-/// hold every member `shape` can contain, from at most about `cells_max` cells of
-/// one level: the finest level whose covering fits, its cells merged where they are
-/// adjacent along the Z curve.
-pub(crate) fn score_ranges(shape: Shape, cells_max: u64, out: &mut Vec<(u64, u64)>) {
+/// hold every member `shape` can contain, from at most four cells: the finest level
+/// whose cells are at least as tall as the area and twice as wide as its widest
+/// reach, so the area spans at most two rows and two columns. The cheapest covering
+/// to compute and to scan (a handful of trigonometric calls, at most four ranges):
+/// right for areas that hold few members. An area around a pole, which reaches every
+/// longitude, gets [`score_ranges`] with eight cells instead.
+pub(crate) fn score_ranges_coarse(shape: Shape, out: &mut Vec<(u64, u64)>) {
     out.clear();
     let region = Region::new(shape);
     if matches!(region.kind, Kind::Everything) {
         out.push((0, 1 << 52));
         return;
     }
-    // Start where about three rows span the band, then coarsen until it fits.
-    let band = (region.lat_hi - region.lat_lo).max(1e-12);
+    let Reach::Deg(reach) = region.reach(region.lat_lo, region.lat_hi) else {
+        score_ranges(shape, 8, out);
+        return;
+    };
     let scale = SCORE_GRID.lat_max - SCORE_GRID.lat_min;
-    let mut level = (3.0 * scale / band).log2().floor().clamp(0.0, 26.0) as u32;
-    while level > 0 && region.count(score_grid(level), cells_max) > cells_max {
-        level -= 1;
-    }
+    let band = (region.lat_hi - region.lat_lo).max(1e-12);
+    let fit = |span: f64, whole: f64| (whole / span).log2().floor().clamp(0.0, 26.0) as u32;
+    let level = fit(band, scale).min(fit(2.0 * reach, 360.0));
     let grid = score_grid(level);
+    let (lo, hi) = (region.lon - reach, region.lon + reach);
+    let (lo, hi) =
+        (if lo < -180.0 { lo + 360.0 } else { lo }, if hi > 180.0 { hi - 360.0 } else { hi });
+    let (first, last) = (grid.col_of(lo), grid.col_of(hi));
+    let cols =
+        if first <= last { [(first, last), (1, 0)] } else { [(0, last), (first, grid.cols() - 1)] };
     let shift = 2 * (26 - level);
-    region.for_each(grid, |row, col| {
-        let z = interleave(row, col);
-        out.push((z << shift, (z + 1) << shift));
-    });
+    for row in region.rows(grid) {
+        for (s, e) in cols {
+            for col in s..=e {
+                let z = interleave(row, col);
+                out.push((z << shift, (z + 1) << shift));
+            }
+        }
+    }
+    merge(out);
+}
+
+/// Sorts ranges and merges those that touch.
+fn merge(out: &mut Vec<(u64, u64)>) {
     out.sort_unstable();
     let mut merged = 0;
     for i in 1..out.len() {
@@ -355,6 +374,37 @@ pub(crate) fn score_ranges(shape: Shape, cells_max: u64, out: &mut Vec<(u64, u64
         }
     }
     out.truncate(merged + 1);
+}
+
+/// Sorted, disjoint half-open ranges of index keys (in-grid scores, `0..2^52`) that
+/// hold every member `shape` can contain, from at most about `cells_max` cells of
+/// one level: the finest level whose covering fits, its cells merged where they are
+/// adjacent along the Z curve. Each row of cells gets the longitudes the area reaches
+/// within it, so the covering follows a circle's outline: right for areas that hold
+/// many members, where every member scanned outside the area costs.
+pub(crate) fn score_ranges(shape: Shape, cells_max: u64, out: &mut Vec<(u64, u64)>) {
+    out.clear();
+    let region = Region::new(shape);
+    if matches!(region.kind, Kind::Everything) {
+        out.push((0, 1 << 52));
+        return;
+    }
+    // Start where about √cells_max rows span the band (a square area's covering is
+    // then about cells_max cells), then coarsen until it fits.
+    let band = (region.lat_hi - region.lat_lo).max(1e-12);
+    let scale = SCORE_GRID.lat_max - SCORE_GRID.lat_min;
+    let rows = (cells_max as f64).sqrt().max(2.0);
+    let mut level = (rows * scale / band).log2().floor().clamp(0.0, 26.0) as u32;
+    while level > 0 && region.count(score_grid(level), cells_max) > cells_max {
+        level -= 1;
+    }
+    let grid = score_grid(level);
+    let shift = 2 * (26 - level);
+    region.for_each(grid, |row, col| {
+        let z = interleave(row, col);
+        out.push((z << shift, (z + 1) << shift));
+    });
+    merge(out);
 }
 
 #[cfg(test)]
@@ -464,8 +514,16 @@ mod tests {
     }
 
     fn check_score_cover(shape: Shape, points: &[(f64, f64)]) {
-        let mut ranges = Vec::new();
-        score_ranges(shape, 32, &mut ranges);
+        let mut fine = Vec::new();
+        score_ranges(shape, 32, &mut fine);
+        let mut coarse = Vec::new();
+        score_ranges_coarse(shape, &mut coarse);
+        assert!(coarse.len() <= 4 || coarse.len() <= fine.len().max(8), "{coarse:?}");
+        check_ranges(shape, points, &fine);
+        check_ranges(shape, points, &coarse);
+    }
+
+    fn check_ranges(shape: Shape, points: &[(f64, f64)], ranges: &[(u64, u64)]) {
         assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "sorted, disjoint, merged");
         for &(lat, lon) in points {
             if lat.abs() > INDEX_LAT_MAX {

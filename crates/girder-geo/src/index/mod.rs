@@ -31,6 +31,25 @@
 //! A batch is validated whole before any of it is applied: one bad update refuses
 //! the batch and changes nothing. Every bad input is a typed [`GeoError`].
 //!
+//! ```
+//! use std::num::NonZeroUsize;
+//!
+//! use girder_geo::Point;
+//! use girder_geo::index::{Center, MemoryGeoIndex, Search, Update};
+//!
+//! let drivers = MemoryGeoIndex::default();
+//! let rider = Point::new(37.7749, -122.4194)?;
+//! drivers.upsert_now(&[
+//!     Update { member: "driver:1", point: rider, ttl_ms: Some(30_000) },
+//!     Update { member: "driver:2", point: Point::new(37.7849, -122.4084)?, ttl_ms: Some(30_000) },
+//! ])?;
+//! let nearest = Search::radius(Center::At(rider), 5_000.0).limit(NonZeroUsize::new(10).unwrap());
+//! let hits = drivers.search_now(&nearest)?;
+//! assert_eq!(hits.iter().map(|h| &*h.member).collect::<Vec<_>>(), ["driver:1", "driver:2"]);
+//! assert!((1_400.0..1_550.0).contains(&hits[1].dist_m));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! **Where Redis misses members** (and so [`RedisGeoIndex`], which searches with
 //! `GEOSEARCH`; the in-process index finds them). Redis scans only nine cells around
 //! the centre (`geohashCalculateAreasByShapeWGS84` in `geohash_helper.c`), and they
@@ -339,6 +358,16 @@ pub fn effective_order(query: &Search<'_>) -> Option<Order> {
     query.order.or((query.count.is_some() && !query.any).then_some(Order::Asc))
 }
 
+/// The contract's order of hits given as `(distance, name)`: by distance in
+/// `order`, then by name ascending.
+pub(crate) fn hit_order(order: Order, a: (f64, &str), b: (f64, &str)) -> std::cmp::Ordering {
+    let by_dist = match order {
+        Order::Asc => a.0.total_cmp(&b.0),
+        Order::Desc => b.0.total_cmp(&a.0),
+    };
+    by_dist.then_with(|| a.1.cmp(b.1))
+}
+
 /// Orders `hits` and keeps the first `count` as the contract says, given every hit
 /// in the area (or, with `any`, the first `count` found).
 pub(crate) fn finish_hits(hits: &mut Vec<Hit>, query: &Search<'_>) {
@@ -348,13 +377,7 @@ pub(crate) fn finish_hits(hits: &mut Vec<Hit>, query: &Search<'_>) {
         }
         return;
     };
-    let cmp = |a: &Hit, b: &Hit| {
-        let by_dist = match order {
-            Order::Asc => a.dist_m.total_cmp(&b.dist_m),
-            Order::Desc => b.dist_m.total_cmp(&a.dist_m),
-        };
-        by_dist.then_with(|| a.member.cmp(&b.member))
-    };
+    let cmp = |a: &Hit, b: &Hit| hit_order(order, (a.dist_m, &a.member), (b.dist_m, &b.member));
     if let Some(count) = query.count
         && hits.len() > count.get()
     {
