@@ -255,7 +255,7 @@ pub async fn geo_conformance<I: GeoIndex>(index: &I, small: &I, clock: &ManualCl
     expect(index, &model, &q, "box from a member").await;
 
     // COUNT: the nearest (or farthest) n, a cut through the tie group kept by name.
-    for count in [1, 2, 3, 4, 7, 200] {
+    for count in [1, 2, 3, 4, 7, 200, usize::MAX] {
         for order in [None, Some(Order::Asc), Some(Order::Desc)] {
             let q = Search {
                 center: Center::At(pt(52.4825, 13.46)),
@@ -273,7 +273,7 @@ pub async fn geo_conformance<I: GeoIndex>(index: &I, small: &I, clock: &ManualCl
     assert_eq!(kept, ["tie-a", "tie-b"], "ties at the cut are kept by name");
     // ANY: some `count` hits of the area, ordered if asked.
     for order in [None, Some(Order::Asc), Some(Order::Desc)] {
-        for count in [1, 5, 500] {
+        for count in [1, 5, 500, usize::MAX] {
             let q = Search {
                 center,
                 area: Area::Radius { radius_m: 8_000.0 },

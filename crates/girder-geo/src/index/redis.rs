@@ -423,7 +423,11 @@ impl GeoIndex for RedisGeoIndex {
         validate_search(query)?;
         let ordered_cut = effective_order(query).is_some() && !query.any;
         // One more than wanted, to see whether the cut splits a group of ties.
-        let mut ask = query.count.map(|c| if ordered_cut { c.get() + 1 } else { c.get() });
+        // Redis reads COUNT as a signed 64-bit number.
+        let most = usize::try_from(i64::MAX).unwrap_or(usize::MAX);
+        let mut ask = query
+            .count
+            .map(|c| if ordered_cut { c.get().saturating_add(1) } else { c.get() }.min(most));
         loop {
             let Some((center, raw)) = self.search_once(query, ask).await? else {
                 let Center::Member(m) = query.center else { return Err(unexpected("centre")) };
@@ -451,7 +455,7 @@ impl GeoIndex for RedisGeoIndex {
                 && got == asked
                 && cut_splits_ties(&mut hits, query, count)
             {
-                ask = Some(asked.saturating_mul(2));
+                ask = Some(asked.saturating_mul(2).min(most));
                 continue;
             }
             finish_hits(&mut hits, query);
