@@ -303,8 +303,11 @@ async fn seat_changes_on_either_instance_reach_every_open_seat_map() {
                 .await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         // Held on B and left to lapse: the sweeper's reset is what the stream sees.
+        // Both streams see the hold before the clock passes it: a change handed
+        // over after its hold lapsed reads as available.
         hold(&b.router, &event, "cat", &["A-1-4"]).await;
         on_a.until(&seat("A-1-4", "held")).await;
+        on_b.until(&seat("A-1-4", "held")).await;
         clock.advance(Duration::from_millis(TTL_MS + 1));
         a.tm.sweep_once().await.expect("sweep");
         on_a.until(&seat("A-1-4", "available")).await;
