@@ -59,10 +59,5 @@ pub static SYSTEMS: [&dyn Plan; 16] = [
     &Live::<girder_topk::TopK>::new(),
     &Live::<girder_ratelimiter::RateLimiterService>::new(),
     &Live::<girder_adclicks::AdClicks>::new(),
-    &planned(
-        "uber",
-        "Uber",
-        "ride matching and location updates",
-        &["Redis Geospatial Indexes", "Distributed Locks with TTL"],
-    ),
+    &Live::<girder_uber::Uber>::new(),
 ];

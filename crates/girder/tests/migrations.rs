@@ -78,7 +78,7 @@ async fn an_older_database_upgrades_in_place() {
             applied(&pool).await,
             vec![
                 1, 2, 901, 911, 1001, 1002, 1003, 3001, 4001, 5001, 5002, 5501, 6001, 6501, 7001,
-                7002, 9001, 13001, 15001
+                7002, 8001, 9001, 13001, 15001
             ],
             "{}",
             db.engine()
@@ -92,7 +92,7 @@ async fn an_older_database_upgrades_in_place() {
             applied(&pool).await,
             vec![
                 1, 2, 901, 911, 1001, 1002, 1003, 3001, 4001, 5001, 5002, 5501, 6001, 6501, 7001,
-                7002, 9001, 13001, 15001
+                7002, 8001, 9001, 13001, 15001
             ]
         );
         systems.close().await;
