@@ -541,3 +541,35 @@ async fn a_like_returned_on_the_tinder_page_is_announced_as_a_match() {
     wait_for("//ul[@id='matches']/li", "the match is not listed").await;
     page.close().await;
 }
+
+/// The Uber page: simulated drivers appear on the SVG map, a requested ride is
+/// matched to one of them (whose simulator accepts the offer and drives off), and
+/// the ride's stream moves the state and the driver's dot on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ride_requested_on_the_uber_page_is_matched_and_followed() {
+    if !browser_available("a_ride_requested_on_the_uber_page_is_matched_and_followed") {
+        return;
+    }
+    let page = Page::open().await;
+    let wait_for = |xpath: &'static str, what: &'static str| {
+        let client = page.client.clone();
+        async move {
+            let found = client.wait().at_most(PAGE_WAIT).for_element(Locator::XPath(xpath)).await;
+            found.unwrap_or_else(|e| panic!("{what}: {e}"))
+        }
+    };
+
+    page.goto("/dashboard/uber").await;
+    page.click("#start").await;
+    wait_for("//span[@id='count'][number(.) >= 8]", "the 8 drivers never reached the map").await;
+    wait_for("//*[local-name()='circle'][contains(@class, 'driver')]", "no driver dot").await;
+    page.click("#request").await;
+    wait_for(
+        "//b[@id='state'][.='en_route' or .='in_progress' or .='completed']",
+        "the ride was never matched and driven",
+    )
+    .await;
+    wait_for("//*[local-name()='circle'][@class='mine']", "the driver's position never arrived")
+        .await;
+    page.close().await;
+}
