@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -74,7 +74,10 @@ pub(crate) fn router(uber: Arc<Uber>) -> Router {
         .route("/rides/{ride}/actions", post(act))
         .route("/rides/{ride}/stream", get(ride_stream))
         .route("/zones", get(list_zones))
-        .route("/zones/{zone}", put(put_zone).delete(delete_zone))
+        .route(
+            "/zones/{zone}",
+            put(put_zone).delete(delete_zone).layer(DefaultBodyLimit::max(ZONE_BODY_BYTES_MAX)),
+        )
         .route("/zones/{zone}/queue", get(zone_queue))
         .route("/surge", get(surge))
         .route("/stats", get(stats))
@@ -84,6 +87,9 @@ pub(crate) fn router(uber: Arc<Uber>) -> Router {
 const ID_BYTES_MAX: usize = 128;
 const FIXES_MAX: usize = 100;
 const ZONE_CHARS_MAX: usize = 64;
+/// A zone's body: room for a polygon of the most vertices, written out loosely, so
+/// that one vertex too many is a 422 that says so, not a 413.
+const ZONE_BODY_BYTES_MAX: usize = 256 * 1024;
 
 impl IntoResponse for UberError {
     fn into_response(self) -> Response {
