@@ -644,6 +644,163 @@ async fn surge_is_demand_over_supply_per_cell_inside_surge_zones() {
     }
 }
 
+// ---------------------------------------------------------------- streams
+
+/// The next JSON text frame of a socket, within 10 s.
+async fn next_frame<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+        match next.expect("a frame within 10 s").expect("open").expect("a frame") {
+            Message::Text(text) => return serde_json::from_str(&text).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Reads an event stream until its text holds `want`, within 10 s.
+async fn until(body: &mut Body, text: &mut String, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains(want) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = tokio::time::timeout(left, body.frame()).await;
+        let Ok(Some(Ok(frame))) = frame else { panic!("no {want:?} in {text:?}") };
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_socket_and_the_ride_stream_carry_offers_states_and_positions() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let db = TestDb::sqlite();
+    let i = open(db.url(), Arc::new(SystemClock), |_| {}).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(axum::serve(listener, i.router.clone()).into_future());
+    let connect = |user: &'static str| async move {
+        let mut request = format!("ws://{addr}/drivers/ws").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, bearer(user, Role::User).parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.expect("upgrade").0
+    };
+
+    let (s, v) =
+        call(&i.router, "drv", "PUT", "/drivers/me", Some(json!({ "online": true }))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let mut ws = connect("drv").await;
+    let hello = next_frame(&mut ws).await;
+    assert_eq!(
+        (hello["type"].as_str(), hello["driver"].as_str()),
+        (Some("hello"), Some("drv")),
+        "{hello}"
+    );
+    assert!(hello["offer"].is_null());
+    let (lat, lon) = at(500.0, 0.0);
+    ws.send(Message::text(json!({ "type": "fix", "lat": lat, "lon": lon }).to_string()))
+        .await
+        .unwrap();
+    let reply = next_frame(&mut ws).await;
+    assert_eq!(reply["type"], "interval", "{reply}");
+    assert_eq!(
+        (reply["next_interval_ms"].as_u64(), reply["on_ride"].as_bool()),
+        (Some(5_000), Some(false))
+    );
+    // A bad frame is answered and the socket stays open.
+    ws.send(Message::text(r#"{"type":"fix","lat":91,"lon":0}"#)).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "error");
+    ws.send(Message::text(r#"{"type":"fly"}"#)).await.unwrap();
+    assert_eq!(next_frame(&mut ws).await["type"], "error");
+
+    // The offer is pushed to the socket.
+    let id = request(&i, "rider", at(0.0, 0.0)).await;
+    let mut stream = {
+        let request = Request::get(format!("/rides/{id}/stream"))
+            .header(header::AUTHORIZATION, bearer("rider", Role::User))
+            .body(Body::empty())
+            .unwrap();
+        let response = i.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body()
+    };
+    let mut text = String::new();
+    until(&mut stream, &mut text, "\"state\":\"requested\"").await;
+    assert_eq!(i.uber.match_round().await.unwrap(), 1);
+    let offer = next_frame(&mut ws).await;
+    assert_eq!(
+        (offer["type"].as_str(), offer["offer"]["ride"].as_str()),
+        (Some("offer"), Some(id.as_str())),
+        "{offer}"
+    );
+    let token = offer["offer"]["token"].as_i64().unwrap();
+    let (s, v) = call(
+        &i.router,
+        "drv",
+        "POST",
+        &format!("/rides/{id}/accept"),
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Both sides hear of the match; the rider then sees the driver move.
+    let matched = next_frame(&mut ws).await;
+    assert_eq!(
+        (matched["type"].as_str(), matched["ride"]["state"].as_str()),
+        (Some("ride"), Some("matched")),
+        "{matched}"
+    );
+    until(&mut stream, &mut text, "\"state\":\"matched\"").await;
+    let (lat, lon) = at(400.0, 0.0);
+    ws.send(Message::text(json!({ "type": "fix", "lat": lat, "lon": lon }).to_string()))
+        .await
+        .unwrap();
+    let reply = next_frame(&mut ws).await;
+    assert_eq!(
+        (reply["next_interval_ms"].as_u64(), reply["on_ride"].as_bool()),
+        (Some(2_000), Some(true)),
+        "{reply}"
+    );
+    until(&mut stream, &mut text, "\"type\":\"driver\"").await;
+    assert!(text.contains(&format!("\"lat\":{lat}")), "{text}");
+
+    // Nobody else may follow the ride; no token, no socket.
+    let request = Request::get(format!("/rides/{id}/stream"))
+        .header(header::AUTHORIZATION, bearer("someone", Role::User))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(i.router.clone().oneshot(request).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let anonymous = format!("ws://{addr}/drivers/ws").into_client_request().unwrap();
+    assert!(tokio_tungstenite::connect_async(anonymous).await.is_err());
+    // A binary frame ends the socket with 1003.
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    loop {
+        use futures_util::StreamExt;
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a close") {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1003);
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    }
+    server.abort();
+}
+
 // ---------------------------------------------------------------- bad input
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
