@@ -66,6 +66,18 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Loadtest(args) if args.scenario == "uber" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(girder::loadtest::uber::run(&args))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            let violations = report.violations();
+            anyhow::ensure!(violations.is_empty(), "{}", violations.join("; "));
+            Ok(())
+        }
         Command::Loadtest(args) => {
             let json = args.json;
             let config = girder::loadtest::Config::try_from(*args)?;

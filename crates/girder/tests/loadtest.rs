@@ -1,6 +1,7 @@
 //! `girder loadtest` against real servers on 127.0.0.1:0: both pacing modes
 //! account for every request, the bitly scenario really creates links, the
-//! open loop measures from the intended send time, and bad flags exit cleanly.
+//! open loop measures from the intended send time, the uber scenario settles every
+//! request without a double assignment, and bad flags exit cleanly.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use common::{TestDb, app, client};
+use common::{Server, TestDb, app, client};
 use girder::loadtest::{self, Config, LoadtestArgs, Report};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -207,6 +208,41 @@ async fn cli_prints_a_json_report() {
     server.stop().await;
 }
 
+/// A tiny city against a real `girder serve` on SQLite with short offer and matching
+/// timeouts: twice as many riders as drivers, so half the rides wait for a driver
+/// to finish one; every request is matched or cancelled for want of a driver within
+/// the bound, and the stored history has no driver on two rides at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uber_settles_every_request_without_double_assignment() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().expect("dir");
+    let server = Server::start(
+        dir.path(),
+        db.url(),
+        &["--uber-offer-timeout-ms", "2000", "--uber-match-timeout-ms", "10000"],
+    );
+    let report = loadtest::uber::run(&LoadtestArgs {
+        url: server.base.clone(),
+        duration_secs: 20,
+        drivers: Some(20),
+        requests: Some(40),
+        database_url: Some(db.url().to_owned()),
+        ..LoadtestArgs::new("uber")
+    })
+    .await
+    .expect("the uber scenario runs");
+    assert!(report.violations().is_empty(), "{:?}\n{report}", report.violations());
+    assert_eq!(report.requested, 40, "{report}");
+    assert_eq!(report.matched + report.no_driver, 40, "{report}");
+    assert!(report.matched >= 20, "every driver takes at least one ride: {report}");
+    assert_eq!(report.rides_in_history, 40, "{report}");
+    assert_eq!(report.double_assignments, 0, "{report}");
+    assert!(report.completed >= 20, "{report}");
+    assert!(report.fixes > 0 && report.fixes_per_sec > 0.0, "{report}");
+    assert!(report.match_p50_ms > 0.0 && report.match_p50_ms <= report.match_p99_ms, "{report}");
+    drop(server);
+}
+
 #[test]
 fn bad_flags_exit_non_zero_with_a_message() {
     let check = |flags: &[&str], want: &str| {
@@ -228,4 +264,8 @@ fn bad_flags_exit_non_zero_with_a_message() {
     check(&["bitly", "--write-ratio", "2"], "--write-ratio must be within [0, 1]");
     check(&["get", "--duration-secs", "0"], "--duration-secs must be");
     check(&["get", "--duration-secs", "3601"], "--duration-secs must be");
+    check(&["uber"], "needs --database-url");
+    check(&["uber", "--database-url", "sqlite:x", "--drivers", "0"], "--drivers must be");
+    check(&["uber", "--database-url", "sqlite:x", "--rate", "5"], "--rate does not apply");
+    check(&["bitly", "--requests", "5"], "--requests does not apply");
 }

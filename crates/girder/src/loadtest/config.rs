@@ -24,8 +24,10 @@ pub const ZIPF_S_MAX: f64 = 10.0;
 pub struct LoadtestArgs {
     /// Scenario: `bitly` (redirect/shorten mix), `get` (one fixed path), `sse` (Live
     /// Comments streams: `--connections` viewers, `--rate` comments/s or closed loop,
-    /// `--path` the video) or `ws` (WhatsApp: `--connections` devices in pairs, `--rate`
-    /// messages/s in all or closed loop).
+    /// `--path` the video), `ws` (WhatsApp: `--connections` devices in pairs, `--rate`
+    /// messages/s in all or closed loop) or `uber` (`--drivers` moving and taking
+    /// rides, `--requests` riders asking at once, each request settled within
+    /// `--duration-secs`; `--database-url` the server's database).
     pub scenario: String,
     /// Base URL of the server under test (plain http).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -63,6 +65,16 @@ pub struct LoadtestArgs {
     /// `bitly` scenario: draw redirect codes by Zipf with this exponent instead of uniformly.
     #[arg(long, allow_negative_numbers = true)]
     pub zipf_s: Option<f64>,
+    /// `uber` scenario: drivers on duty, each reporting a fix a second [default: 500].
+    #[arg(long, allow_negative_numbers = true)]
+    pub drivers: Option<i64>,
+    /// `uber` scenario: riders, each asking for one ride, all at once [default: 1000].
+    #[arg(long, allow_negative_numbers = true)]
+    pub requests: Option<i64>,
+    /// `uber` scenario: the server's database (`sqlite:PATH` or `postgres://…`), where
+    /// the ride history is read to count double assignments.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Seed of the random choices, for repeatable request sequences.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -86,6 +98,9 @@ impl LoadtestArgs {
             write_ratio: None,
             seed_links: None,
             zipf_s: None,
+            drivers: None,
+            requests: None,
+            database_url: None,
             seed: 1,
         }
     }
@@ -175,7 +190,7 @@ pub struct Config {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The scenario name is not one we know.
-    #[error("unknown scenario {0:?}: expected `bitly` or `get`")]
+    #[error("unknown scenario {0:?}: expected `bitly`, `get`, `sse`, `ws` or `uber`")]
     UnknownScenario(String),
     /// `--connections` is out of range.
     #[error("--connections must be 1..={CONNECTIONS_MAX}, got {0}")]
@@ -268,6 +283,16 @@ impl TryFrom<LoadtestArgs> for Config {
             .ok_or(ConfigError::Warmup(args.warmup_secs))?;
         let timeout_ms = in_range(args.timeout_ms, 1, TIMEOUT_MS_MAX as usize)
             .ok_or(ConfigError::Timeout(args.timeout_ms))?;
+        for (given, flag) in [
+            (args.drivers.is_some(), "--drivers"),
+            (args.requests.is_some(), "--requests"),
+            (args.database_url.is_some(), "--database-url"),
+        ] {
+            if given {
+                let scenario = if args.scenario == "bitly" { "bitly" } else { "get" };
+                return Err(ConfigError::NotForScenario { flag, scenario });
+            }
+        }
         let scenario = match args.scenario.as_str() {
             "get" => {
                 let not_for = |flag| ConfigError::NotForScenario { flag, scenario: "get" };
@@ -395,6 +420,8 @@ mod tests {
             ("bitly", |a| a.write_ratio = Some(1.5), "--write-ratio must be within [0, 1]"),
             ("bitly", |a| a.write_ratio = Some(f64::NAN), "--write-ratio must be"),
             ("bitly", |a| a.seed_links = Some(0), "--seed-links must be"),
+            ("bitly", |a| a.drivers = Some(5), "--drivers does not apply to the bitly"),
+            ("get", |a| a.database_url = Some("sqlite:x".into()), "--database-url does not"),
             ("bitly", |a| a.zipf_s = Some(0.0), "--zipf-s must be"),
         ];
         for (scenario, edit, want) in table {

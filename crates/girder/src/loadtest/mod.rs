@@ -1,7 +1,8 @@
 //! `girder loadtest`: a built-in HTTP load generator for any server, with one
 //! scenario per reference system (`bitly`) and a trivial one (`get`) for
 //! measuring the generator itself against wrk; [`push`] holds the push scenarios
-//! (`sse`: Live Comments streams, `ws`: WhatsApp sockets).
+//! (`sse`: Live Comments streams, `ws`: WhatsApp sockets) and [`uber`] the ride
+//! matching one (drivers moving and taking pushed offers, riders asking at once).
 //!
 //! Two ways to pace requests:
 //!
@@ -34,6 +35,7 @@ pub mod push;
 mod recorder;
 pub mod report;
 mod scenario;
+pub mod uber;
 pub(crate) mod zipf;
 
 use std::sync::Arc;
