@@ -21,7 +21,11 @@
 //!
 //! Ingest is updates per second: `memory` upserts batches of 1,024 moves of
 //! existing members (with and without a 30 s TTL); `redis_geoadd_pipelined` sends 8
-//! `GEOADD`s of 512 members per round trip.
+//! `GEOADD`s of 512 members per round trip; `redis_index` is girder-geo's
+//! `RedisGeoIndex::upsert` (one script call per batch of 512, with and without TTLs),
+//! to set beside `redis-benchmark -P 32 GEOADD` run by hand (BENCHMARKS.md).
+//! `ranges_floor` is four binary searches over the sorted scores per query: the
+//! least any sorted-score index does to find a four-cell covering's ranges.
 //!
 //! Run: `cargo bench -p girder-bench --bench geo -- --warm-up-time 1 --measurement-time 3`
 //! (Redis from `GIRDER_REDIS_URL` or 127.0.0.1:6379; its contenders are skipped when
@@ -35,7 +39,9 @@ use std::sync::Arc;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_main, measurement::WallTime};
 use girder_core::services::Service;
 use girder_geo::distance::{EARTH_RADIUS_M, haversine_raw};
-use girder_geo::index::{Center, Hit, MemoryGeoIndex, Search, Update};
+use girder_geo::index::{
+    Center, GeoIndex, Hit, MemoryGeoIndex, RedisGeoIndex, RedisIndexConfig, Search, Update,
+};
 use girder_geo::{INDEX_LAT_MAX, Point, Score};
 use redis::Value;
 use rstar::RTree;
@@ -202,6 +208,7 @@ fn bench_radius(
     d: &Data,
     index: &MemoryGeoIndex,
     tree: &Tree,
+    scores: &[u64],
     redis: Option<&RedisSide>,
     label: &str,
     radius_m: f64,
@@ -231,6 +238,17 @@ fn bench_radius(
             let c = next();
             let chord = 2.0 * (radius_m / EARTH_RADIUS_M / 2.0).sin();
             tree.tree.locate_within_distance(unit(c), chord * chord).count()
+        });
+    });
+    // The floor of any sorted-score index: locating a four-cell covering's ranges is
+    // at least four binary searches over the 1,000,000 sorted scores (here with
+    // nothing else: no covering computed, no member read, no distance).
+    group.bench_function(format!("{}/{label}/ranges_floor", d.name), |b| {
+        b.iter(|| {
+            let s = Score::encode(next()).unwrap().raw();
+            (0..4u64)
+                .map(|k| scores.partition_point(|&x| x < s.wrapping_add(k << 30)))
+                .sum::<usize>()
         });
     });
     let Some(r) = redis else { return };
@@ -322,8 +340,11 @@ fn radius(c: &mut Criterion) {
                 "memory and rstar disagree at {center:?}"
             );
         }
+        let mut scores: Vec<u64> =
+            d.points.iter().map(|p| Score::encode(*p).unwrap().raw()).collect();
+        scores.sort_unstable();
         for (label, r) in [("1km", 1_000.0), ("5km", 5_000.0)] {
-            bench_radius(&mut group, &d, &index, &tree, redis.as_ref(), label, r);
+            bench_radius(&mut group, &d, &index, &tree, &scores, redis.as_ref(), label, r);
         }
         bench_nearest(&mut group, &d, &index, redis.as_ref());
         group.finish();
@@ -378,6 +399,42 @@ fn ingest(c: &mut Criterion) {
                 at += 8 * 512;
                 r.rt.block_on(pipe.query_async::<()>(&mut conn)).unwrap();
             });
+        });
+        // The Redis backend itself: one upsert script call per batch of 512 moves,
+        // awaited one after another (without and with a 30 s TTL).
+        let manager =
+            r.rt.block_on(redis::aio::ConnectionManager::new(
+                redis::Client::open(Service::Redis.url()).unwrap(),
+            ))
+            .unwrap();
+        let key = format!("{}:index", r.key);
+        let backend = RedisGeoIndex::new(
+            manager,
+            RedisIndexConfig { key: key.clone(), ..RedisIndexConfig::default() },
+        );
+        group.throughput(Throughput::Elements(512));
+        for (label, ttl_ms) in [("redis_index", None), ("redis_index_ttl30s", Some(30_000))] {
+            let mut at = 0;
+            let mut flip = false;
+            group.bench_function(format!("dense/{label}"), |b| {
+                b.iter(|| {
+                    if at + 512 > MEMBERS {
+                        at = 0;
+                        flip = !flip;
+                    }
+                    let points = if flip { &d.points } else { &moved };
+                    let batch: Vec<Update<'_>> = (at..at + 512)
+                        .map(|i| Update { member: &d.names[i], point: points[i], ttl_ms })
+                        .collect();
+                    at += 512;
+                    r.rt.block_on(backend.upsert(&batch)).unwrap()
+                });
+            });
+        }
+        r.rt.block_on(async {
+            let mut conn = r.conn.clone();
+            let _: Result<(), _> =
+                redis::cmd("DEL").arg(&key).arg(format!("{key}:ttl")).query_async(&mut conn).await;
         });
     }
     group.finish();

@@ -13,6 +13,10 @@
 //! they are the same formulas. Ties at a `COUNT` cut are settled by name as the
 //! contract says: the script asks for one hit more than wanted and, if the cut falls
 //! inside a group of equal distances, asks again for more.
+//!
+//! An upsert reads every member's state with two `ZMSCORE`s and writes with one
+//! `GEOADD`, one `ZADD` and one `ZREM` (in slices of 2,400 members), not four calls
+//! per member, so Redis 6.2 or later is needed.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, LazyLock};
@@ -49,6 +53,25 @@ local function purge(limit)
     redis.call('ZREM', ttl, m)
   end
 end
+-- Calls `cmd key` with `args` in slices of whole groups of `width` (Lua's stack
+-- bounds how many arguments one call can take).
+local function chunked(cmd, key, args, width)
+  local step = 2400 * width
+  for from = 1, #args, step do
+    local to = math.min(from + step - 1, #args)
+    redis.call(cmd, key, unpack(args, from, to))
+  end
+end
+-- ZMSCORE in slices: each member's score or false, in order.
+local function mscore(key, members)
+  local out = {}
+  for from = 1, #members, 2400 do
+    local to = math.min(from + 2399, #members)
+    local part = redis.call('ZMSCORE', key, unpack(members, from, to))
+    for j = 1, #part do out[from + j - 1] = part[j] end
+  end
+  return out
+end
 local function live(m)
   if not redis.call('ZSCORE', geo, m) then return false end
   local d = redis.call('ZSCORE', ttl, m)
@@ -67,30 +90,47 @@ static UPSERT: LazyLock<Script> = LazyLock::new(|| {
 purge(tonumber(ARGV[3]))
 local max = tonumber(ARGV[2])
 local n = (#ARGV - 3) / 4
-local live_count = redis.call('ZCARD', geo) - redis.call('ZCOUNT', ttl, '-inf', now)
-if live_count + n > max then
-  local seen, new = {}, 0
-  for i = 0, n - 1 do
-    local m = ARGV[4 + 4 * i + 2]
-    if not seen[m] then
-      seen[m] = true
-      if not live(m) then new = new + 1 end
-    end
-  end
-  if live_count + new > max then return {-1, 0} end
+-- Every member's state in two calls, not two per member.
+local members = {}
+for i = 0, n - 1 do members[i + 1] = ARGV[4 + 4 * i + 2] end
+local scores, deadlines = mscore(geo, members), mscore(ttl, members)
+local function was_live(i)
+  if not scores[i] then return false end
+  local d = deadlines[i]
+  return (not d) or tonumber(d) > now
 end
-local added, updated = 0, 0
+-- A member named twice is live from its first update on.
+local seen, added, updated = {}, 0, 0
+for i = 1, n do
+  local m = members[i]
+  if seen[m] or was_live(i) then updated = updated + 1 else added = added + 1 end
+  seen[m] = true
+end
+if added > 0 then
+  local live_count = redis.call('ZCARD', geo) - redis.call('ZCOUNT', ttl, '-inf', now)
+  if live_count + added > max then return {-1, 0} end
+end
+-- The writes in a few calls; a member named twice ends as its last update says.
+local positions, last = {}, {}
 for i = 0, n - 1 do
   local b = 4 + 4 * i
-  local m = ARGV[b + 2]
-  if live(m) then updated = updated + 1 else added = added + 1 end
-  redis.call('GEOADD', geo, ARGV[b], ARGV[b + 1], m)
-  if ARGV[b + 3] ~= '' then
-    redis.call('ZADD', ttl, string.format('%d', now + tonumber(ARGV[b + 3])), m)
+  positions[#positions + 1] = ARGV[b]
+  positions[#positions + 1] = ARGV[b + 1]
+  positions[#positions + 1] = ARGV[b + 2]
+  last[ARGV[b + 2]] = ARGV[b + 3]
+end
+chunked('GEOADD', geo, positions, 3)
+local expiring, lasting = {}, {}
+for m, t in pairs(last) do
+  if t ~= '' then
+    expiring[#expiring + 1] = string.format('%d', now + tonumber(t))
+    expiring[#expiring + 1] = m
   else
-    redis.call('ZREM', ttl, m)
+    lasting[#lasting + 1] = m
   end
 end
+chunked('ZADD', ttl, expiring, 2)
+chunked('ZREM', ttl, lasting, 1)
 return {added, updated}
 "
     ))
