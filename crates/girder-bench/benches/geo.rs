@@ -57,6 +57,8 @@ struct Data {
     names: Vec<Arc<str>>,
     points: Vec<Point>,
     centers: Vec<Point>,
+    /// The points' scores, sorted (for the floor of a sorted-score index).
+    scores: Vec<u64>,
 }
 
 fn uniform(z: &mut dyn Iterator<Item = u64>) -> Point {
@@ -81,7 +83,9 @@ fn data(
     let points: Vec<Point> = (0..MEMBERS).map(|_| point_of(&mut z)).collect();
     let centers = (0..QUERIES).map(|_| point_of(&mut z)).collect();
     let names = (0..MEMBERS).map(|i| Arc::from(format!("d{i}"))).collect();
-    Data { name, names, points, centers }
+    let mut scores: Vec<u64> = points.iter().map(|p| Score::encode(*p).unwrap().raw()).collect();
+    scores.sort_unstable();
+    Data { name, names, points, centers, scores }
 }
 
 fn unit(p: Point) -> [f64; 3] {
@@ -208,7 +212,6 @@ fn bench_radius(
     d: &Data,
     index: &MemoryGeoIndex,
     tree: &Tree,
-    scores: &[u64],
     redis: Option<&RedisSide>,
     label: &str,
     radius_m: f64,
@@ -247,7 +250,7 @@ fn bench_radius(
         b.iter(|| {
             let s = Score::encode(next()).unwrap().raw();
             (0..4u64)
-                .map(|k| scores.partition_point(|&x| x < s.wrapping_add(k << 30)))
+                .map(|k| d.scores.partition_point(|&x| x < s.wrapping_add(k << 30)))
                 .sum::<usize>()
         });
     });
@@ -340,11 +343,8 @@ fn radius(c: &mut Criterion) {
                 "memory and rstar disagree at {center:?}"
             );
         }
-        let mut scores: Vec<u64> =
-            d.points.iter().map(|p| Score::encode(*p).unwrap().raw()).collect();
-        scores.sort_unstable();
         for (label, r) in [("1km", 1_000.0), ("5km", 5_000.0)] {
-            bench_radius(&mut group, &d, &index, &tree, &scores, redis.as_ref(), label, r);
+            bench_radius(&mut group, &d, &index, &tree, redis.as_ref(), label, r);
         }
         bench_nearest(&mut group, &d, &index, redis.as_ref());
         group.finish();
