@@ -29,11 +29,24 @@ struct Instance {
 }
 
 async fn open(db: &str, clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut UberConfig)) -> Instance {
+    open_on(db, None, clock, tweak).await
+}
+
+/// An instance on `db`, with its indexes and leases in Redis when `redis` is given.
+async fn open_on(
+    db: &str,
+    redis: Option<&str>,
+    clock: Arc<dyn Clock>,
+    tweak: impl FnOnce(&mut UberConfig),
+) -> Instance {
     let data = tempfile::tempdir().expect("data dir");
     let pool = Db::connect(db, PoolConfig::default()).await.expect("database");
     girder_sql::migrate::run(&pool, girder_sql::migrate::server()).await.expect("migrations");
     girder_sql::migrate::run(&pool, girder_uber::migrations()).await.expect("migrations");
-    let context = Context::new(pool, clock).with_data_dir(data.path());
+    let mut context = Context::new(pool, clock).with_data_dir(data.path());
+    if let Some(url) = redis {
+        context = context.with_redis(url);
+    }
     let mut config = UberConfig::new();
     tweak(&mut config);
     let uber = Uber::open_with(&context, config).await.expect("open uber");
@@ -462,6 +475,52 @@ async fn check_history(uber: &Uber, rides: &[String]) {
         for w in s.windows(2) {
             assert!(w[0].1 <= w[1].0, "driver {driver} held two rides at once: {w:?}");
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_every_instance_matches_from_one_shared_index() {
+    let Some(redis) = girder_core::services::require(
+        girder_core::services::Service::Redis,
+        "with_redis_every_instance_matches_from_one_shared_index",
+    ) else {
+        return;
+    };
+    let db = TestDb::sqlite();
+    let prefix = format!("girder-test:uber:{}:", std::process::id());
+    let tweak = |c: &mut UberConfig| c.redis_prefix = prefix.clone();
+    let a = open_on(db.url(), Some(&redis), Arc::new(SystemClock), tweak).await;
+    let b = open_on(db.url(), Some(&redis), Arc::new(SystemClock), tweak).await;
+    // A driver reporting to A is found by B's matcher, under a lease in Redis.
+    on_duty(&a, "drv", at(300.0, 0.0)).await;
+    let (_, stats) = call(&b.router, "operator", "GET", "/stats", None).await;
+    assert_eq!(
+        (stats["drivers_free"].as_u64(), stats["shared_index"].as_bool()),
+        (Some(1), Some(true)),
+        "{stats}"
+    );
+    let id = request(&b, "rider", at(0.0, 0.0)).await;
+    assert_eq!(b.uber.match_round().await.unwrap(), 1);
+    let (ride_id, token) = offer(&a, "drv").await.expect("offered through the shared index");
+    assert_eq!(ride_id, id);
+    let (s, v) = call(
+        &a.router,
+        "drv",
+        "POST",
+        &format!("/rides/{id}/accept"),
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Busy on every instance at once.
+    let (_, stats) = call(&b.router, "operator", "GET", "/stats", None).await;
+    assert_eq!(stats["drivers_free"].as_u64(), Some(0), "{stats}");
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
     }
 }
 
