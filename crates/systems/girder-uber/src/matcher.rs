@@ -18,6 +18,9 @@ use crate::{OfferView, Uber, UberError, signed, user_topic};
 
 /// Rides claimed per round.
 const BATCH: u32 = 32;
+/// Rounds run back to back while each claims a full batch (a burst of requests),
+/// before the loop looks at shutdown and waits for its tick again.
+const FULL_ROUNDS_MAX: usize = 64;
 /// A ride with no driver to offer it to is looked at again after this long.
 const RETRY_MS: i64 = 1_000;
 /// The lease outlives the offer's deadline by this margin, so the driver cannot be
@@ -30,7 +33,9 @@ fn offer_key(driver: &str) -> String {
 }
 
 /// Runs rounds until shutdown: on every tick, and at once when a ride is requested,
-/// declined or handed back on this instance.
+/// declined or handed back on this instance. A round that claimed a full batch is
+/// followed by another at once (up to [`FULL_ROUNDS_MAX`]): the rides behind a
+/// burst do not wait a tick per batch.
 pub(crate) async fn run(uber: Arc<Uber>, shutdown: Shutdown) {
     let tick = Duration::from_millis(uber.config.match_tick_ms);
     let stop = shutdown.wait();
@@ -41,8 +46,15 @@ pub(crate) async fn run(uber: Arc<Uber>, shutdown: Shutdown) {
             () = uber.wake_matcher.notified() => {}
             () = tokio::time::sleep(tick) => {}
         }
-        if let Err(e) = round(&uber).await {
-            tracing::warn!(error = %e, "an Uber matching round failed; the next one retries");
+        for _ in 0..FULL_ROUNDS_MAX {
+            match round(&uber).await {
+                Ok(n) if n == BATCH as usize => {}
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an Uber matching round failed; the next one retries");
+                    break;
+                }
+            }
         }
     }
 }

@@ -276,6 +276,40 @@ async fn a_declined_offer_goes_to_the_next_driver_at_once() {
     }
 }
 
+/// A burst of more rides than one matching round claims (32) is offered at once:
+/// the matcher goes on while its rounds come back full instead of leaving the rest
+/// for its next tick, here 10 s away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_one_round_is_offered_without_waiting_for_the_tick() {
+    for db in TestDb::all("uber_burst").await {
+        let i = open(db.url(), Arc::new(SystemClock), |c| {
+            c.match_tick_ms = 10_000;
+            // Every driver is a candidate, so no ride waits for a retry.
+            c.candidates = 40;
+        })
+        .await;
+        let drivers: Vec<String> = (0..40).map(|d| format!("burst{d}")).collect();
+        for (n, d) in drivers.iter().enumerate() {
+            on_duty(&i, d, at(50.0 * n as f64, 0.0)).await;
+        }
+        for r in 0..40 {
+            request(&i, &format!("rider{r}"), at(50.0 * f64::from(r), 10.0)).await;
+        }
+        let started = tokio::time::Instant::now();
+        let bg = running(&i);
+        for d in &drivers {
+            eventually(&format!("an offer to {d}"), || async { offer(&i, d).await }).await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "40 rides took {:?} to be offered: the rides past the first round waited for a tick",
+            started.elapsed()
+        );
+        stop(bg).await;
+        db.drop_db().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_machine_through_the_api() {
     for db in TestDb::all("uber_state_machine").await {
