@@ -67,6 +67,8 @@ const SETUP_IN_FLIGHT: usize = 64;
 const OFFERS_QUEUED_MAX: usize = 8;
 /// Most time for every driver to go on duty and open its socket.
 const CONNECT_MAX: Duration = Duration::from_secs(60);
+/// Most time for the server to close a driver's socket after the driver closed it.
+const CLOSE_MAX: Duration = Duration::from_secs(5);
 /// How long to wait for the drivers' first fixes to reach the indexes.
 const SETTLE: Duration = Duration::from_secs(2);
 /// Most time drivers get, after the last rider is done, to finish the ride they drive.
@@ -437,7 +439,10 @@ async fn drive(driver: Driver) -> anyhow::Result<()> {
         }
     }
     drop(offers);
+    // The server answers our close after every fix before it: once the socket
+    // ends, no fix of ours can put the driver back into the indexes.
     let _ = sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_MAX, async { while source.next().await.is_some() {} }).await;
     let _ = worker.await;
     // Off duty, so a run that follows on the same server offers nothing to this
     // run's drivers while their last fixes are still in the indexes.
