@@ -372,3 +372,57 @@ async fn push_quick_run_delivers_everything_on_every_transport() {
         assert_eq!(got, offered, "{}: every message reached its peer", cell(row, 0));
     }
 }
+
+/// `girder lab geo --quick`: every approach answers every query with brute force's
+/// members (the run fails otherwise, and the table says so), examines at least the
+/// members it finds, and the report, its three plots and the Markdown are written;
+/// the Redis key is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_quick_run_agrees_across_approaches_and_writes_every_file() {
+    use girder_core::services::Service;
+    let out = tempfile::tempdir().expect("dir");
+    let (dir, results) = quick_run("geo", out.path()).await;
+    for file in ["results.json", "report.md", "plot.svg", "plot-2.svg", "plot-3.svg"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect(file);
+        assert!(text.len() > 200, "{file}: {text}");
+    }
+    let markdown = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
+    assert!(markdown.contains("| points | radius (m) | approach |"), "{markdown}");
+    assert!(markdown.contains("![") && markdown.contains("(plot-3.svg)"), "{markdown}");
+
+    let rows = results["rows"].as_array().expect("rows");
+    let cell = |row: &serde_json::Value, i: usize| row[i].as_str().expect("cell").to_owned();
+    // Redis is measured when it answers, and its skipping is said in the results.
+    let redis = results["parameters"]["redis"]["skipped"].is_null();
+    assert!(redis || !results["findings"][0].as_str().expect("finding").is_empty());
+    // Two densities, four radii, five in-process approaches and Redis when it answers.
+    assert_eq!(rows.len(), 2 * 4 * if redis { 6 } else { 5 }, "{rows:?}");
+    for row in rows {
+        let (approach, hits) = (cell(row, 2), cell(row, 8).parse::<f64>().expect("hits"));
+        if approach == "Redis GEOSEARCH" {
+            assert_eq!(cell(row, 6), "not observable");
+            let rim: usize = cell(row, 9).parse().expect("count");
+            assert!(rim <= hits.ceil() as usize, "{row}");
+        } else {
+            assert_eq!(cell(row, 9), "0", "{approach} returned brute force's members: {row}");
+            let candidates: f64 = cell(row, 6).parse().expect("candidates");
+            assert!(candidates >= hits, "{approach} examined what it found: {row}");
+        }
+        let p50: f64 = cell(row, 4).parse().expect("p50");
+        assert!(p50 > 0.0, "{row}");
+    }
+    // Every in-process approach finds the same members for one density and radius.
+    for chunk in rows.chunks(if redis { 6 } else { 5 }) {
+        let hits: Vec<String> = chunk[..5].iter().map(|r| cell(r, 8)).collect();
+        assert!(hits.windows(2).all(|w| w[0] == w[1]), "{chunk:?}");
+    }
+    assert_eq!(results["more_plots"].as_array().map(Vec::len), Some(2));
+    if redis {
+        let client = redis::Client::open(Service::Redis.url()).expect("url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let pattern = format!("girder:lab:geo:{}:*", std::process::id());
+        let left: Vec<String> =
+            redis::cmd("KEYS").arg(&pattern).query_async(&mut conn).await.expect("keys");
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -72,6 +72,17 @@ fn shape_of(lat: f64, lon: f64, area: Area) -> Shape {
 /// A gathered hit: distance, position, name.
 type Found<'a> = (f64, Point, &'a Arc<str>);
 
+/// What one search looked at: its cost beyond the hits, for measuring coverings
+/// (`girder lab geo` compares it with other indexes' candidates).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SearchStats {
+    /// Members read from the sorted keys inside the covering's ranges and tested
+    /// against the area (by a cheap bound, then the exact formula unless the bound
+    /// rejected them), over every pass: a dense area's coarse first pass counts too.
+    pub scanned: usize,
+}
+
 /// Settings of a [`MemoryGeoIndex`].
 #[derive(Clone)]
 pub struct MemoryIndexConfig {
@@ -208,8 +219,8 @@ impl Inner {
     }
 
     /// Scans `ranges` for live members `test` takes, into `found`, stopping at
-    /// `stop_at` hits; `false` (and a partial `found`) if more than `budget` members
-    /// had to be looked at.
+    /// `stop_at` hits. Returns whether it stayed within `budget` members looked at
+    /// (`false`: a partial `found`), and how many members it tested.
     fn gather<'a>(
         &'a self,
         ranges: &[(u64, u64)],
@@ -218,7 +229,7 @@ impl Inner {
         stop_at: usize,
         budget: usize,
         found: &mut Vec<Found<'a>>,
-    ) -> bool {
+    ) -> (bool, usize) {
         let mut seen = 0usize;
         let mut over = false;
         for &(lo, hi) in ranges {
@@ -243,7 +254,8 @@ impl Inner {
                 break;
             }
         }
-        !over
+        // The member past the budget was counted but not tested.
+        (!over, seen.min(budget))
     }
 
     /// Adds or moves one member (already validated).
@@ -521,7 +533,20 @@ impl MemoryGeoIndex {
     /// # Errors
     /// As [`GeoIndex::search`].
     pub fn search_into(&self, query: &Search<'_>, hits: &mut Vec<Hit>) -> Result<(), GeoError> {
+        self.search_counted(query, hits).map(drop)
+    }
+
+    /// [`MemoryGeoIndex::search_into`], also returning what the search looked at.
+    ///
+    /// # Errors
+    /// As [`GeoIndex::search`].
+    pub fn search_counted(
+        &self,
+        query: &Search<'_>,
+        hits: &mut Vec<Hit>,
+    ) -> Result<SearchStats, GeoError> {
         hits.clear();
+        let mut stats = SearchStats::default();
         validate_search(query)?;
         let now_ms = self.clock.now_ms();
         let inner = self.inner.read();
@@ -540,7 +565,9 @@ impl MemoryGeoIndex {
         // First the cheapest covering, scanned until it proves dense.
         score_ranges_coarse(shape_of(lat, lon, query.area), &mut ranges);
         let test = Test::new(lat, lon, query.area);
-        let sparse = inner.gather(&ranges, &test, now_ms, stop_at, DENSE_CANDIDATES, &mut found);
+        let (sparse, scanned) =
+            inner.gather(&ranges, &test, now_ms, stop_at, DENSE_CANDIDATES, &mut found);
+        stats.scanned += scanned;
         if !sparse {
             'dense: {
                 // The nearest `count` within a radius are the nearest `count` within
@@ -554,7 +581,9 @@ impl MemoryGeoIndex {
                         score_ranges(shape_of(lat, lon, area), COVER_CELLS_DENSE, &mut ranges);
                         found.clear();
                         let test = Test::new(lat, lon, area);
-                        inner.gather(&ranges, &test, now_ms, stop_at, usize::MAX, &mut found);
+                        let (_, scanned) =
+                            inner.gather(&ranges, &test, now_ms, stop_at, usize::MAX, &mut found);
+                        stats.scanned += scanned;
                         if found.len() >= count.get() {
                             break 'dense;
                         }
@@ -562,7 +591,9 @@ impl MemoryGeoIndex {
                 }
                 score_ranges(shape_of(lat, lon, query.area), COVER_CELLS_DENSE, &mut ranges);
                 found.clear();
-                inner.gather(&ranges, &test, now_ms, stop_at, usize::MAX, &mut found);
+                let (_, scanned) =
+                    inner.gather(&ranges, &test, now_ms, stop_at, usize::MAX, &mut found);
+                stats.scanned += scanned;
             }
         }
         // Cut to the nearest (or farthest) `count` before any name is cloned.
@@ -583,7 +614,7 @@ impl MemoryGeoIndex {
             point,
         }));
         finish_hits(hits, query);
-        Ok(())
+        Ok(stats)
     }
 
     /// Members held, expired ones not yet reclaimed included (for tests of
@@ -621,5 +652,50 @@ impl GeoIndex for MemoryGeoIndex {
 
     async fn len(&self) -> Result<usize, GeoError> {
         Ok(self.len_now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(lat: f64, lon: f64) -> Point {
+        Point::new(lat, lon).expect("valid")
+    }
+
+    /// A counted search finds what an uncounted one finds, and reports at least the
+    /// members it found and far fewer than the index holds.
+    #[test]
+    fn counted_search_reports_the_members_it_tested() {
+        let index = MemoryGeoIndex::default();
+        // A 50 × 50 grid about 20 m apart: dense for a 200 m radius.
+        let names: Vec<String> = (0..2_500).map(|i| format!("m{i}")).collect();
+        let batch: Vec<Update<'_>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Update {
+                member: m,
+                point: at(52.5 + (i / 50) as f64 * 0.000_18, 13.4 + (i % 50) as f64 * 0.000_3),
+                ttl_ms: None,
+            })
+            .collect();
+        index.upsert_now(&batch).expect("upsert");
+        // Inside the grid, and far from it (nothing to find, nothing to test).
+        for (center, radius_m, finds) in
+            [(at(52.5045, 13.4075), 200.0, true), (at(52.6, 13.6), 1_000.0, false)]
+        {
+            let query = Search { order: None, ..Search::radius(Center::At(center), radius_m) };
+            let mut hits = Vec::new();
+            let stats = index.search_counted(&query, &mut hits).expect("search");
+            let names_of = |hits: &[Hit]| {
+                let mut names: Vec<String> = hits.iter().map(|h| h.member.to_string()).collect();
+                names.sort_unstable();
+                names
+            };
+            assert_eq!(names_of(&hits), names_of(&index.search_now(&query).expect("search")));
+            assert_eq!(!hits.is_empty(), finds);
+            assert!(stats.scanned >= hits.len(), "{stats:?}, {} hits", hits.len());
+            assert!(stats.scanned < names.len() / 2, "{stats:?}");
+        }
     }
 }

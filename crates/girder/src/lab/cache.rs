@@ -332,11 +332,14 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "L1 capacity (entries)".into(),
             y_label: "hit ratio (%)".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings: vec![
             l2_finding,
             format!("stampede of {CALLERS} concurrent misses on one key: {coalesced} store read(s) with single-flight, {uncoalesced} without"),
             "hit ratio grows with L1 size and with skew: the hotter the head of the distribution, the smaller the cache that absorbs it".into(),
         ],
+        more_plots: Vec::new(),
     })
 }

@@ -718,10 +718,13 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "log10(clients per seat)".into(),
             y_label: "attempts per second".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings: vec![
             format!("naive read-then-write double-booked {naive_double} seat sale(s) in all; every other strategy: {safe_double}"),
             "sold/attempts: a seat sells once, so the rest of the attempts on a hot seat end as taken (or aborted, when retries run out first)".into(),
         ],
+        more_plots: Vec::new(),
     })
 }

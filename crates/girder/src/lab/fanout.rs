@@ -436,7 +436,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "feed entries written per post".into(),
             y_label: "first-page read p99 (ms)".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings,
+        more_plots: Vec::new(),
     })
 }

@@ -275,7 +275,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "rows in table".into(),
             y_label: "inserts per second".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings,
+        more_plots: Vec::new(),
     })
 }

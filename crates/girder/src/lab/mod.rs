@@ -1,10 +1,12 @@
 //! `girder lab`: each pattern's trade-off as a reproducible experiment. A run
-//! shows a progress bar, prints a table, and writes `results.json` and
-//! `plot.svg` under `./girder-lab/<experiment>/`.
+//! shows a progress bar, prints a table, and writes `results.json`, `report.md`
+//! and `plot.svg` (and `plot-2.svg`, … when it draws more) under
+//! `./girder-lab/<experiment>/`.
 
 mod cache;
 mod contention;
 mod fanout;
+mod geo;
 mod ids;
 mod push;
 mod ratelimit;
@@ -88,6 +90,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         run: |ctx| Box::pin(fanout::run(ctx)),
     },
     Experiment {
+        name: "geo",
+        summary: "radius queries over 10k–1M points in a 50 km city: p50/p99 latency and candidates examined against radius and density for brute force, geohash + 8 neighbours, the sorted-score index, an H3 covering, an R*-tree and Redis GEOSEARCH, all checked to return the same members",
+        run: |ctx| Box::pin(geo::run(ctx)),
+    },
+    Experiment {
         name: "ids",
         summary: "counter+Base62 vs Snowflake vs UUIDv4 vs UUIDv7: length, generation rate, B-tree insert rate as the table grows",
         run: |ctx| Box::pin(ids::run(ctx)),
@@ -132,6 +139,19 @@ pub(crate) fn percentile_us(samples: &mut [u64], p: f64) -> f64 {
     samples.sort_unstable();
     let index = ((samples.len() - 1) as f64 * p).round() as usize;
     samples[index] as f64 / 1_000.0
+}
+
+/// `1234567.0` as `1,234,567` (rounded to a whole number).
+pub(crate) fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if x < 0.0 { format!("-{out}") } else { out }
 }
 
 /// Now, for the `ran_at` of a report.
@@ -187,8 +207,9 @@ pub async fn run(experiment: &Experiment, options: LabOptions) -> anyhow::Result
     }
     report.write_to(&dir)?;
     println!("\nwrote {}", display(&dir.join("results.json")));
-    if report.plot.is_some() {
-        println!("wrote {}", display(&dir.join("plot.svg")));
+    println!("wrote {}", display(&dir.join("report.md")));
+    for (file, _) in report.plot_files() {
+        println!("wrote {}", display(&dir.join(file)));
     }
     Ok(dir)
 }

@@ -716,6 +716,8 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
                     .collect(),
             },
         ],
+        log_x: false,
+        log_y: false,
     };
     Ok(Report {
         experiment: "push".to_owned(),
@@ -737,5 +739,6 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         rows,
         plot: Some(plot),
         findings,
+        more_plots: Vec::new(),
     })
 }

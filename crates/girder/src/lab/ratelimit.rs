@@ -617,7 +617,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "simulated time (s)".into(),
             y_label: "admitted per second (100 ms buckets)".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings,
+        more_plots: Vec::new(),
     })
 }

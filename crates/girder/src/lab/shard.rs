@@ -402,8 +402,11 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "shards before the join (N)".into(),
             y_label: "keys moved (%)".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings,
+        more_plots: Vec::new(),
     })
 }
 

@@ -249,7 +249,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "allowed lateness (s)".into(),
             y_label: "events counted (%)".into(),
             series: vec![Series { name: "counted".into(), points: counted_series }],
+            log_x: false,
+            log_y: false,
         }),
         findings,
+        more_plots: Vec::new(),
     })
 }

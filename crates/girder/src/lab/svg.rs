@@ -53,32 +53,96 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// One axis: the range drawn and where its ticks go, in axis units (log10 of the
+/// value on a log axis).
+struct Axis {
+    log: bool,
+    min: f64,
+    max: f64,
+    step: f64,
+}
+
+impl Axis {
+    /// A value in axis units; `None` if it cannot be drawn on this axis.
+    fn to_axis(log: bool, v: f64) -> Option<f64> {
+        if log { (v.is_finite() && v > 0.0).then(|| v.log10()) } else { v.is_finite().then_some(v) }
+    }
+
+    /// A log axis from whole decade to whole decade around `lo..=hi` (axis units).
+    fn decades(lo: f64, hi: f64) -> Self {
+        if !lo.is_finite() {
+            return Self { log: true, min: 0.0, max: 1.0, step: 1.0 };
+        }
+        let (min, max) = (lo.floor(), hi.ceil());
+        Self { log: true, min, max: if max > min { max } else { min + 1.0 }, step: 1.0 }
+    }
+
+    /// The tick positions, in axis units.
+    fn ticks(&self) -> Vec<f64> {
+        let mut ticks = Vec::new();
+        let mut t = (self.min / self.step).ceil() * self.step;
+        while t <= self.max + self.step / 1e6 {
+            ticks.push(t);
+            t += self.step;
+        }
+        ticks
+    }
+
+    fn label(&self, t: f64) -> String {
+        match (self.log, t < 0.0) {
+            // 0.1, 0.01, …: as many decimals as the decade needs.
+            (true, true) => format!("{:.*}", (-t).round() as usize, 10f64.powf(t)),
+            (true, false) => fmt_tick(10f64.powf(t)),
+            (false, _) => fmt_tick(t),
+        }
+    }
+}
+
 /// Renders `plot` as a standalone SVG document.
 #[must_use]
 pub(crate) fn render(plot: &Plot) -> String {
-    let points = plot
+    // Every series in axis units, undrawable points left out.
+    let drawn: Vec<Vec<(f64, f64)>> = plot
         .series
         .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|(x, y)| x.is_finite() && y.is_finite());
-    let (mut x_min, mut x_max, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    for &(x, y) in points {
+        .map(|s| {
+            s.points
+                .iter()
+                .filter_map(|&(x, y)| {
+                    Some((Axis::to_axis(plot.log_x, x)?, Axis::to_axis(plot.log_y, y)?))
+                })
+                .collect()
+        })
+        .collect();
+    let (mut x_min, mut x_max) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in drawn.iter().flatten() {
         x_min = x_min.min(x);
         x_max = x_max.max(x);
+        y_min = y_min.min(y);
         y_max = y_max.max(y);
     }
-    if !x_min.is_finite() {
-        (x_min, x_max) = (0.0, 1.0);
-    }
-    if x_max <= x_min {
-        x_max = x_min + 1.0;
-    }
-    let y_step = tick_step(y_max.max(1e-9));
-    let y_top = (y_max / y_step).ceil().max(1.0) * y_step;
-    let x_step = tick_step(x_max - x_min);
+    let x_axis = if plot.log_x {
+        Axis::decades(x_min, x_max)
+    } else {
+        if !x_min.is_finite() {
+            (x_min, x_max) = (0.0, 1.0);
+        }
+        if x_max <= x_min {
+            x_max = x_min + 1.0;
+        }
+        Axis { log: false, min: x_min, max: x_max, step: tick_step(x_max - x_min) }
+    };
+    let y_axis = if plot.log_y {
+        Axis::decades(y_min, y_max)
+    } else {
+        let y_max = y_max.max(0.0);
+        let y_step = tick_step(y_max.max(1e-9));
+        Axis { log: false, min: 0.0, max: (y_max / y_step).ceil().max(1.0) * y_step, step: y_step }
+    };
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let sx = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * plot_w;
-    let sy = |y: f64| TOP + plot_h - y / y_top * plot_h;
+    let sx = |x: f64| LEFT + (x - x_axis.min) / (x_axis.max - x_axis.min) * plot_w;
+    let sy = |y: f64| TOP + plot_h - (y - y_axis.min) / (y_axis.max - y_axis.min) * plot_h;
 
     let mut svg = String::new();
     let _ = writeln!(
@@ -93,8 +157,7 @@ pub(crate) fn render(plot: &Plot) -> String {
         escape(&plot.title)
     );
     // Grid and y ticks.
-    let mut y = 0.0;
-    while y <= y_top + y_step / 2.0 {
+    for y in y_axis.ticks() {
         let py = sy(y);
         let _ = writeln!(
             svg,
@@ -106,13 +169,11 @@ pub(crate) fn render(plot: &Plot) -> String {
             r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 6.0,
             py + 4.0,
-            fmt_tick(y)
+            y_axis.label(y)
         );
-        y += y_step;
     }
     // X ticks.
-    let mut x = (x_min / x_step).ceil() * x_step;
-    while x <= x_max + x_step / 1e6 {
+    for x in x_axis.ticks() {
         let px = sx(x);
         let _ = writeln!(
             svg,
@@ -124,9 +185,8 @@ pub(crate) fn render(plot: &Plot) -> String {
             svg,
             r#"<text x="{px:.1}" y="{}" text-anchor="middle">{}</text>"#,
             TOP + plot_h + 18.0,
-            fmt_tick(x)
+            x_axis.label(x)
         );
-        x += x_step;
     }
     let _ = writeln!(
         svg,
@@ -145,14 +205,10 @@ pub(crate) fn render(plot: &Plot) -> String {
         TOP + plot_h / 2.0,
         escape(&plot.y_label)
     );
-    for (i, series) in plot.series.iter().enumerate() {
+    for (i, (series, points)) in plot.series.iter().zip(&drawn).enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = series
-            .points
-            .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
+        let path: Vec<String> =
+            points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
         let _ = writeln!(
             svg,
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
@@ -205,11 +261,39 @@ mod tests {
                 Series { name: "uuid v7".into(), points: vec![(0.0, 2.0), (10.0, f64::NAN)] },
                 Series { name: "empty".into(), points: vec![] },
             ],
+            log_x: false,
+            log_y: false,
         };
         let svg = render(&plot);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("a &lt; b &amp; c"));
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn log_axes_tick_whole_decades_and_leave_out_what_they_cannot_draw() {
+        let plot = Plot {
+            title: "latency".into(),
+            x_label: "points".into(),
+            y_label: "µs".into(),
+            series: vec![Series {
+                name: "brute force".into(),
+                points: vec![(10_000.0, 0.05), (100_000.0, 30.0), (1e6, 2_500.0), (0.0, 1.0)],
+            }],
+            log_x: true,
+            log_y: true,
+        };
+        let svg = render(&plot);
+        let labels: Vec<&str> = svg
+            .lines()
+            .filter(|l| l.starts_with("<text") && !l.contains("font-size"))
+            .filter_map(|l| l.split('>').nth(1)?.split('<').next())
+            .collect();
+        for tick in ["0.01", "0.1", "1", "10", "100", "1k", "10k", "100k", "1.0M"] {
+            assert!(labels.contains(&tick), "{tick} in {labels:?}");
+        }
+        // The point at x = 0 has no place on a log axis: three circles, not four.
+        assert_eq!(svg.matches("<circle").count(), 3);
     }
 }

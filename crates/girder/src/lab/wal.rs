@@ -373,7 +373,10 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
             x_label: "concurrent writers".into(),
             y_label: "appends per second".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
         findings,
+        more_plots: Vec::new(),
     })
 }

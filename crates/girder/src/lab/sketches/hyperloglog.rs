@@ -142,6 +142,8 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Section> {
             x_label: "log10(distinct keys)".into(),
             y_label: "RMS relative error (%)".into(),
             series,
+            log_x: false,
+            log_y: false,
         }),
     })
 }

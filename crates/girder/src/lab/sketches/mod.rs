@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde_json::json;
 
-use super::{LabContext, Plot, Report, Series};
+use super::{LabContext, Plot, Report, Series, thousands};
 use crate::loadtest::zipf::Zipf;
 
 /// The Zipf exponent of the catalogue's Top-K target.
@@ -57,19 +57,6 @@ impl ZipfStream {
     }
 }
 
-/// `1234567.0` as `1,234,567` (rounded to a whole number).
-fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if x < 0.0 { format!("-{out}") } else { out }
-}
-
 pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
     let quick = ctx.options.quick;
     let bloom = bloom::run(ctx).await?;
@@ -106,6 +93,7 @@ pub(super) async fn run(ctx: &LabContext) -> anyhow::Result<Report> {
         rows: sections.iter().flat_map(|s| s.rows.iter().cloned()).collect(),
         plot: hyperloglog.plot.clone(),
         findings: sections.iter().flat_map(|s| s.findings.iter().cloned()).collect(),
+        more_plots: Vec::new(),
     })
 }
 
