@@ -118,6 +118,12 @@ async fn match_one(uber: &Uber, mut ride: RideRow) -> Result<(), UberError> {
         if uber.store.active_ride_of_driver(&driver).await?.is_some() {
             continue;
         }
+        // The indexes may lag a driver going off duty (a fix taken on another
+        // instance just before); the table has the last word.
+        if !uber.store.online(&driver).await?.unwrap_or(false) {
+            uber.available.remove(&[driver.as_str()]).await?;
+            continue;
+        }
         let ttl = uber.config.offer_timeout_ms + LEASE_MARGIN_MS;
         let lease = match uber.leases.try_acquire(&offer_key(&driver), ttl).await {
             Ok(Some(lease)) => lease,

@@ -43,6 +43,26 @@ pub struct UberSettings {
     #[arg(long, env = "GIRDER_UBER_MATCH_TICK_MS")]
     #[serde(rename = "match_tick_ms", skip_serializing_if = "Option::is_none")]
     pub uber_match_tick_ms: Option<u64>,
+    /// The prefix of the NATS subjects (or Redis channels) joining this deployment's
+    /// instances: dot-separated segments of A-Z a-z 0-9 _ -, at most 64 characters.
+    /// Deployments sharing one NATS or Redis server need different ones [default:
+    /// girder.uber].
+    #[arg(long, env = "GIRDER_UBER_BROKER_PREFIX")]
+    #[serde(rename = "broker_prefix", skip_serializing_if = "Option::is_none")]
+    pub uber_broker_prefix: Option<String>,
+    /// The prefix of the Redis keys of the shared indexes and leases, at most 64
+    /// characters without spaces [default: girder:uber:].
+    #[arg(long, env = "GIRDER_UBER_REDIS_PREFIX")]
+    #[serde(rename = "redis_prefix", skip_serializing_if = "Option::is_none")]
+    pub uber_redis_prefix: Option<String>,
+}
+
+/// Whether `p` is a subject prefix: dot-separated non-empty segments of A-Z a-z 0-9 _ -.
+fn subject_prefix_ok(p: &str) -> bool {
+    p.len() <= 64
+        && p.split('.').all(|s| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
 }
 
 fn signed(v: u64) -> i64 {
@@ -75,7 +95,26 @@ impl UberSettings {
         SettingsError::check_range("uber.surge_resolution", i64::from(resolution), 4, 10)?;
         let tick = self.uber_match_tick_ms.unwrap_or(d.match_tick_ms);
         SettingsError::check_range("uber.match_tick_ms", signed(tick), 10, 10_000)?;
+        let broker_prefix = self.uber_broker_prefix.unwrap_or(d.broker_prefix.clone());
+        if !subject_prefix_ok(&broker_prefix) {
+            return Err(SettingsError::invalid(
+                "uber.broker_prefix",
+                "dot-separated segments of A-Z a-z 0-9 _ -, at most 64 characters",
+            ));
+        }
+        let redis_prefix = self.uber_redis_prefix.unwrap_or(d.redis_prefix.clone());
+        if redis_prefix.is_empty()
+            || redis_prefix.len() > 64
+            || redis_prefix.bytes().any(|b| !b.is_ascii_graphic())
+        {
+            return Err(SettingsError::invalid(
+                "uber.redis_prefix",
+                "1–64 visible ASCII characters",
+            ));
+        }
         Ok(UberConfig {
+            broker_prefix,
+            redis_prefix,
             offer_timeout_ms: offer,
             match_timeout_ms: matching,
             search_radius_m: radius as f64,
@@ -97,6 +136,13 @@ mod tests {
         let c = UberSettings::default().resolve().unwrap();
         assert_eq!(c.offer_timeout_ms, 15_000);
         assert_eq!(c.surge_resolution, 7);
+        assert_eq!(
+            (c.broker_prefix.as_str(), c.redis_prefix.as_str()),
+            ("girder.uber", "girder:uber:")
+        );
+        let named =
+            UberSettings { uber_broker_prefix: Some("prod.uber".into()), ..Default::default() };
+        assert_eq!(named.resolve().unwrap().broker_prefix, "prod.uber");
         for bad in [
             UberSettings { uber_offer_timeout_ms: Some(10), ..Default::default() },
             UberSettings {
@@ -107,6 +153,9 @@ mod tests {
             UberSettings { uber_search_radius_m: Some(1), ..Default::default() },
             UberSettings { uber_surge_resolution: Some(15), ..Default::default() },
             UberSettings { uber_match_tick_ms: Some(0), ..Default::default() },
+            UberSettings { uber_broker_prefix: Some("a..b".into()), ..Default::default() },
+            UberSettings { uber_broker_prefix: Some("a b".into()), ..Default::default() },
+            UberSettings { uber_redis_prefix: Some(String::new()), ..Default::default() },
         ] {
             assert!(bad.resolve().is_err());
         }

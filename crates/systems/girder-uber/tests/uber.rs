@@ -558,6 +558,22 @@ async fn with_redis_every_instance_matches_from_one_shared_index() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_off_duty_in_the_table_is_never_offered_a_ride_the_index_still_holds() {
+    let db = TestDb::sqlite();
+    let i = open(db.url(), Arc::new(SystemClock), |_| {}).await;
+    on_duty(&i, "gone", at(100.0, 0.0)).await;
+    on_duty(&i, "here", at(2_000.0, 0.0)).await;
+    // As if a fix taken elsewhere had put "gone" back into the index after going off duty.
+    i.uber.store().set_online("gone", false, 0).await.unwrap();
+    let id = request(&i, "rider", at(0.0, 0.0)).await;
+    i.uber.match_round().await.unwrap();
+    assert_eq!(offer(&i, "gone").await, None);
+    assert_eq!(offer(&i, "here").await.map(|o| o.0), Some(id));
+    let (_, stats) = call(&i.router, "operator", "GET", "/stats", None).await;
+    assert_eq!(stats["drivers_free"].as_u64(), Some(1), "dropped from the free index: {stats}");
+}
+
 // ---------------------------------------------------------------- zones
 
 /// Runs the instance's background work (matcher, zone leader) until the trigger fires.
