@@ -140,7 +140,10 @@ fn schemathesis(root: &Path) -> anyhow::Result<()> {
     let data = std::env::temp_dir().join(format!("girder-schemathesis-{port}"));
     let _ = std::fs::remove_dir_all(&data);
     let bind = format!("127.0.0.1:{port}");
-    let server = Command::new(root.join("target/debug/girder"))
+    // Where cargo put the binary: `CARGO_TARGET_DIR` when set, else the workspace's.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let server = Command::new(target.join("debug/girder"))
         .args(["serve", "--bind", &bind, "--data-dir"])
         .arg(&data)
         .env("RUST_LOG", "warn")
