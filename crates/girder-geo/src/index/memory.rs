@@ -5,7 +5,8 @@
 //!
 //! Layout: a slab of entries (name, score, deadline) addressed by slot, a hash map
 //! from name to slot, the sorted keys (`sorted.rs`) each with its slot, deadline
-//! and name, and the TTL'd slots ordered by deadline. A search reads only the sorted
+//! and name, and the TTL'd slots grouped by deadline (`deadlines.rs`: a move's new
+//! deadline is a hash probe and a swap, not a re-sort). A search reads only the sorted
 //! keys: a hit's deadline and name sit next to its key, so the one scattered memory
 //! access per hit is the name's reference count. One `RwLock` around all of it:
 //! searches share it, writes take it alone. The synchronous methods (`upsert_now`,
@@ -17,20 +18,21 @@
 //! sixteenth and a quarter of the radius before the whole.
 //!
 //! Measured (`cargo bench -p girder-bench --bench geo`, 1,000,000 members, one core
-//! of a shared 2-core VM, queries per second): 1 km radius in a dense city (about
-//! 1,000 hits) 9,500 — 43× Redis 7.0's `GEOSEARCH`, 3.5× an `rstar` R*-tree giving
-//! the same answer; 1 km over the whole globe (almost no hits) 1,270,000 — 12×
-//! pipelined `GEOSEARCH`, on par with the bare R*-tree walk; the 10 nearest within
-//! 5 km in the city 47,000 (Redis: 38). Moves: 1.07 million updates per second
-//! (0.9 million with TTLs), 4.5× pipelined `GEOADD`.
+//! of a shared 2-core VM; BENCHMARKS.md has the tables): 1 km radius in a dense city
+//! (about 1,000 hits) 11,500 queries/s — 34× Redis 7.0's `GEOSEARCH`, 3.4× an
+//! `rstar` R*-tree giving the same answer; 1 km over the whole globe (almost no hits)
+//! 1,750,000/s — 7.4× pipelined `GEOSEARCH`; the 10 nearest within 5 km in the city
+//! 61,900/s (Redis: 36). Moves: 1.44 million updates per second, 1.23 million with
+//! TTLs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use girder_core::{Clock, SystemClock};
 use parking_lot::RwLock;
 
+use super::deadlines::Deadlines;
 use super::sorted::SortedKeys;
 use super::{
     Area, Center, GeoError, GeoIndex, Hit, Order, Search, Update, Upserted, effective_order,
@@ -159,7 +161,7 @@ struct Inner {
     edges: HashMap<u32, Score, foldhash::fast::RandomState>,
     keys: SortedKeys<Sorted>,
     /// `(deadline_ms, slot)` of every member with a TTL, expired or not.
-    deadlines: BTreeSet<(u64, u32)>,
+    deadlines: Deadlines,
 }
 
 /// The sorted key and tag of a member.
@@ -181,7 +183,8 @@ impl Inner {
             self.edges.remove(&e.slot);
         }
         if e.deadline_ms != NEVER {
-            self.deadlines.remove(&(e.deadline_ms, e.slot));
+            let held = self.deadlines.remove(e.deadline_ms, e.slot);
+            debug_assert!(held, "{member:?}'s deadline is held");
         }
         Some(e)
     }
@@ -190,8 +193,8 @@ impl Inner {
     fn reclaim(&mut self, now_ms: u64, max: usize) -> usize {
         let mut n = 0;
         while n < max {
-            match self.deadlines.first() {
-                Some(&(deadline, slot)) if deadline <= now_ms => {
+            match self.deadlines.first_due(now_ms) {
+                Some((_, slot)) => {
                     let member = self.slots[slot as usize].clone();
                     let member = member.expect("a deadline's slot holds a member");
                     self.drop_member(&member);
@@ -209,7 +212,7 @@ impl Inner {
     }
 
     fn expired_count(&self, now_ms: u64) -> usize {
-        self.deadlines.range(..=(now_ms, u32::MAX)).count()
+        self.deadlines.due_count(now_ms)
     }
 
     /// The position of a sorted pair.
@@ -292,10 +295,11 @@ impl Inner {
             }
             if e.deadline_ms != deadline {
                 if e.deadline_ms != NEVER {
-                    self.deadlines.remove(&(e.deadline_ms, slot));
+                    let held = self.deadlines.remove(e.deadline_ms, slot);
+                    debug_assert!(held, "{:?}'s deadline is held", u.member);
                 }
                 if deadline != NEVER {
-                    self.deadlines.insert((deadline, slot));
+                    self.deadlines.insert(deadline, slot);
                 }
             }
             *e = Entry { slot, score, deadline_ms: deadline };
@@ -321,7 +325,7 @@ impl Inner {
         }
         self.names.insert(member, Entry { slot, score, deadline_ms: deadline });
         if deadline != NEVER {
-            self.deadlines.insert((deadline, slot));
+            self.deadlines.insert(deadline, slot);
         }
         out.added += 1;
     }

@@ -75,6 +75,7 @@
 //!   which reaches further in longitude; a member between the two can lie outside
 //!   every cell scanned. Rare: it needs boxes thousands of kilometres wide.
 
+mod deadlines;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
