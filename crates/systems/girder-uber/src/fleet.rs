@@ -44,7 +44,7 @@ pub(crate) struct Loc {
     pub d: String,
     /// Where (absent: the driver left the indexes).
     pub p: Option<(f64, f64)>,
-    /// When, ms.
+    /// When the instance took it, ms (its clock).
     pub t: i64,
     /// Free to take a ride.
     pub free: bool,
@@ -123,7 +123,10 @@ impl Uber {
             i: self.instance.clone(),
             d: driver.to_owned(),
             p: Some((last.lat(), last.lon())),
-            t: at_ms,
+            // This server's time, not the client's: the fences order a driver's
+            // fixes by it and the airport queues by it, which a client's clock (or
+            // a client) must not decide.
+            t: self.now_ms(),
             free,
         };
         self.publish(&fixed_topic(LOC_TOPIC), serde_json::to_vec(&loc).unwrap_or_default()).await;

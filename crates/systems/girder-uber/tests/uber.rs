@@ -630,7 +630,14 @@ async fn the_airport_queue_is_first_in_first_out_and_its_head_gets_the_pickups()
         on_duty(&i, "d1", at(10_000.0, 0.0)).await;
         eventually("d1 queues", || async { (queue(&i, "sfo").await == ["d1"]).then_some(()) })
             .await;
-        on_duty(&i, "d2", at(10_200.0, 0.0)).await;
+        // A fix dated long ago does not jump the queue: entry is by this server's clock.
+        let (s, v) =
+            call(&i.router, "d2", "PUT", "/drivers/me", Some(json!({ "online": true }))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (lat, lon) = at(10_200.0, 0.0);
+        let early = json!({ "fixes": [{ "lat": lat, "lon": lon, "at_ms": 1 }] });
+        let (s, v) = call(&i.router, "d2", "POST", "/drivers/me/locations", Some(early)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
         eventually("d2 queues behind d1", || async {
             (queue(&i, "sfo").await == ["d1", "d2"]).then_some(())
         })
