@@ -208,11 +208,7 @@ impl IntoResponse for AuthError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 response
             }
-            Self::Forbidden(detail) => {
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                    .detail(detail)
-                    .into_response()
-            }
+            Self::Forbidden(detail) => Problem::forbidden(detail).into_response(),
             Self::NotConfigured => {
                 tracing::error!("a handler needs the caller but no Tokens layer is installed");
                 Problem::internal().into_response()

@@ -73,6 +73,25 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(detail)
     }
 
+    /// 422 for a request that is well-formed but says something invalid.
+    #[must_use]
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request")
+            .detail(detail)
+    }
+
+    /// 409 for a request the resource's current state does not allow.
+    #[must_use]
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(detail)
+    }
+
+    /// 403 for a caller who may not do this.
+    #[must_use]
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(detail)
+    }
+
     /// 500 for a failure that is ours, not the client's. The detail stays in the
     /// log; the client gets no internals.
     #[must_use]

@@ -128,11 +128,7 @@ impl IntoResponse for ErrorKind {
     fn into_response(self) -> Response {
         let detail = self.to_string();
         match &self {
-            Self::Invalid(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request")
-                    .detail(detail)
-                    .into_response()
-            }
+            Self::Invalid(_) => Problem::invalid(detail).into_response(),
             Self::Full(_) => Problem::unavailable(detail).into_response(),
             Self::Store(_) => {
                 tracing::error!(

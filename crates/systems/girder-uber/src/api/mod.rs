@@ -95,20 +95,10 @@ impl IntoResponse for UberError {
     fn into_response(self) -> Response {
         let detail = self.to_string();
         match &self {
-            Self::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
-                .detail(detail)
-                .into_response(),
-            Self::Invalid(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request")
-                    .detail(detail)
-                    .into_response()
-            }
-            Self::Conflict(_) => Problem::new(StatusCode::CONFLICT, "conflict", "Conflict")
-                .detail(detail)
-                .into_response(),
-            Self::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                .detail(detail)
-                .into_response(),
+            Self::NotFound => Problem::not_found(detail).into_response(),
+            Self::Invalid(_) => Problem::invalid(detail).into_response(),
+            Self::Conflict(_) => Problem::conflict(detail).into_response(),
+            Self::Forbidden(_) => Problem::forbidden(detail).into_response(),
             Self::Store(_) | Self::Backend(_) => {
                 tracing::error!(error = &self as &dyn std::error::Error, "uber backend failure");
                 Problem::unavailable("the ride store or geo index is unavailable; retry later")

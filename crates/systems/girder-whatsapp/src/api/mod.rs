@@ -105,17 +105,9 @@ impl IntoResponse for WhatsAppError {
     fn into_response(self) -> Response {
         let detail = self.to_string();
         match &self {
-            Self::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
-                .detail(detail)
-                .into_response(),
-            Self::Invalid(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request")
-                    .detail(detail)
-                    .into_response()
-            }
-            Self::Forbidden(_) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
-                .detail(detail)
-                .into_response(),
+            Self::NotFound => Problem::not_found(detail).into_response(),
+            Self::Invalid(_) => Problem::invalid(detail).into_response(),
+            Self::Forbidden(_) => Problem::forbidden(detail).into_response(),
             Self::Store(_) => {
                 tracing::error!(error = &self as &dyn std::error::Error, "whatsapp store failure");
                 Problem::unavailable("the message store is unavailable; retry later")
