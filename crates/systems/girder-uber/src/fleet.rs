@@ -82,8 +82,7 @@ impl Fleet {
         {
             return Ok(s.clone());
         }
-        let online = uber.store.online(driver).await?.unwrap_or(false);
-        let ride = uber.store.active_ride_of_driver(driver).await?;
+        let (online, ride) = uber.store.driver_status(driver).await?;
         let status = Status { online, ride, read_ms: now };
         let mut cache = self.status.lock();
         if cache.len() >= CACHE_MAX {

@@ -115,14 +115,15 @@ async fn match_one(uber: &Uber, mut ride: RideRow) -> Result<(), UberError> {
         if tried.contains(&driver) {
             continue;
         }
-        if uber.store.active_ride_of_driver(&driver).await?.is_some() {
-            continue;
-        }
         // The indexes may lag a driver going off duty (a fix taken on another
-        // instance just before); the table has the last word.
-        if !uber.store.online(&driver).await?.unwrap_or(false) {
-            uber.available.remove(&[driver.as_str()]).await?;
-            continue;
+        // instance just before) or taking a ride; the table has the last word.
+        match uber.store.driver_status(&driver).await? {
+            (true, None) => {}
+            (true, Some(_)) => continue,
+            (false, _) => {
+                uber.available.remove(&[driver.as_str()]).await?;
+                continue;
+            }
         }
         let ttl = uber.config.offer_timeout_ms + LEASE_MARGIN_MS;
         let lease = match uber.leases.try_acquire(&offer_key(&driver), ttl).await {

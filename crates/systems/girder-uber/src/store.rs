@@ -200,17 +200,23 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a driver is on duty (`None`: never registered).
+    /// A driver's standing in one read: on duty (`false` if never registered), and the
+    /// ride they hold under way, if any.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn online(&self, driver: &str) -> Result<Option<bool>> {
-        Ok(on_db!(&self.db, |pool| {
-            sqlx::query_scalar("SELECT online FROM uber_drivers WHERE id = $1")
-                .bind(driver)
-                .fetch_optional(pool)
-                .await?
-        }))
+    pub async fn driver_status(&self, driver: &str) -> Result<(bool, Option<String>)> {
+        let row: Option<(bool, Option<String>)> = on_db!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT d.online, r.id FROM uber_drivers d LEFT JOIN uber_rides r \
+                 ON r.driver = d.id AND r.state IN ('matched', 'en_route', 'in_progress') \
+                 WHERE d.id = $1",
+            )
+            .bind(driver)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.unwrap_or((false, None)))
     }
 
     /// The ride a driver holds under way, if any.
@@ -658,11 +664,11 @@ impl Store {
     ) -> Result<bool> {
         Ok(on_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            let took = sqlx::query(
+            let took: Option<Option<String>> = sqlx::query_scalar(
                 "UPDATE uber_rides SET state = $1, cancel_reason = COALESCE($2, cancel_reason), \
                  offer_driver = NULL, offer_token = NULL, offer_deadline_ms = NULL, \
                  updated_ms = $3, version = version + 1 \
-                 WHERE id = $4 AND state = $5 AND version = $6",
+                 WHERE id = $4 AND state = $5 AND version = $6 RETURNING driver",
             )
             .bind(to.as_str())
             .bind(reason)
@@ -670,12 +676,9 @@ impl Store {
             .bind(ride)
             .bind(from.as_str())
             .bind(version)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if took != 1 {
-                return Ok(false);
-            }
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(driver) = took else { return Ok(false) };
             if from == RideState::Requested {
                 sqlx::query(
                     "UPDATE uber_offers SET outcome = 'withdrawn' WHERE ride_id = $1 AND outcome = 'pending'",
@@ -684,11 +687,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let driver: Option<String> =
-                sqlx::query_scalar("SELECT driver FROM uber_rides WHERE id = $1")
-                    .bind(ride)
-                    .fetch_one(&mut *tx)
-                    .await?;
             insert_event(&mut tx, ride, to.as_str(), driver.as_deref(), now_ms).await?;
             tx.commit().await?;
             true
