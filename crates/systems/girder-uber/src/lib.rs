@@ -495,6 +495,7 @@ impl Uber {
         // airport queue.
         self.mark_busy(driver).await?;
         self.offer_closed(driver).await;
+        self.publish(&fixed_topic(zones::MATCHED_TOPIC), ride_id.as_bytes().to_vec()).await;
         let ride = self.store.ride(ride_id).await?.ok_or(UberError::NotFound)?;
         self.publish_ride(&ride).await;
         Ok(ride)

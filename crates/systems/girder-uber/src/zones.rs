@@ -2,13 +2,15 @@
 //! first-out queues of free drivers inside airport zones, and the "driver
 //! arriving" notice.
 //!
-//! Every instance keeps the zones (re-read from the table every
-//! [`RELOAD_EVERY`]) and the last surge map. One instance at a time — the holder of
+//! Every instance keeps the zones (re-read from the table when any instance draws or
+//! erases one, and every [`RELOAD_EVERY`] in case it missed that) and the last surge
+//! map. One instance at a time — the holder of
 //! the zone lease — follows every fix from every instance through the hub and runs
 //! the geofences over them ([`girder_geo::fence`]): a free driver entering an
 //! airport zone joins its queue and one leaving it (or taking a ride) leaves; a
 //! driver coming within the arriving radius of their ride's pickup makes the rider
-//! get an `arriving` event, once per approach. The same instance recomputes surge
+//! get an `arriving` event, once per approach. An accepted ride's fence is drawn as
+//! soon as the leader hears of the acceptance (and on every tick, in case it missed it). The same instance recomputes surge
 //! every `surge_interval_ms` and publishes it to every instance. If it dies, its
 //! lease runs out and another instance takes over: fences start again from the next
 //! fixes, queue entries keep their first entry time, and the arriving notice is
@@ -279,13 +281,16 @@ impl Uber {
         }
         let json = serde_json::to_string(shape).map_err(|e| UberError::Invalid(e.to_string()))?;
         self.store.put_zone(name, kind.as_str(), &json, self.now_ms()).await?;
-        self.zones.reload(&self.store).await
+        self.zones.reload(&self.store).await?;
+        self.publish(&crate::fixed_topic(ZONES_TOPIC), name.as_bytes().to_vec()).await;
+        Ok(())
     }
 
     /// Erases a zone and its queue.
     pub(crate) async fn delete_zone(&self, name: &str) -> Result<bool, UberError> {
         let gone = self.store.delete_zone(name).await?;
         self.zones.reload(&self.store).await?;
+        self.publish(&crate::fixed_topic(ZONES_TOPIC), name.as_bytes().to_vec()).await;
         Ok(gone)
     }
 
@@ -427,6 +432,12 @@ pub(crate) const SURGE_TOPIC: &str = "uber.surge";
 /// The topic a closed offer is announced on (payload: the driver), so the instance
 /// holding its lease lets it go.
 pub(crate) const CLOSED_TOPIC: &str = "uber.closed";
+/// The topic an accepted ride is announced on (payload: the ride), so the leader
+/// draws its arriving fence at once rather than on its next tick.
+pub(crate) const MATCHED_TOPIC: &str = "uber.matched";
+/// The topic a drawn or erased zone is announced on, so every instance reloads the
+/// zones (and the leader redraws its fences) at once rather than on its next tick.
+pub(crate) const ZONES_TOPIC: &str = "uber.zones";
 
 /// A driver as a fence-set member.
 fn driver_member(driver: &str) -> String {
@@ -503,6 +514,23 @@ pub(crate) async fn run(uber: Arc<Uber>, shutdown: girder_system::Shutdown) {
                     SURGE_TOPIC => {
                         if let Ok(map) = serde_json::from_slice::<SurgeMap>(&m.payload) {
                             uber.zones.set_surge(map);
+                        }
+                    }
+                    ZONES_TOPIC => {
+                        if let Err(e) = uber.zones.reload(&uber.store).await {
+                            tracing::warn!(error = %e, "Uber zones were not reloaded");
+                        }
+                        if let Some(l) = leader.as_mut()
+                            && let Err(e) = redraw(&uber, l).await
+                        {
+                            tracing::warn!(error = %e, "Uber's fences were not redrawn");
+                        }
+                    }
+                    MATCHED_TOPIC => {
+                        if let Some(l) = leader.as_mut()
+                            && let Err(e) = redraw(&uber, l).await
+                        {
+                            tracing::warn!(error = %e, "Uber's fences were not redrawn");
                         }
                     }
                     CLOSED_TOPIC => {

@@ -621,6 +621,26 @@ async fn put_zone(i: &Instance, name: &str, kind: &str, centre: (f64, f64), radi
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+/// Waits until the zone leader has handled every fix sent before the call: a
+/// sentinel driver leaves and enters an airport zone 50 km away, and the leader
+/// handles fixes in the order they were sent, so once the sentinel's entry shows,
+/// every earlier fix has been through the fences.
+async fn fences_caught_up(i: &Instance) {
+    let far = at(50_000.0, 0.0);
+    if !i.uber.zone_names().iter().any(|z| z == "sync") {
+        put_zone(i, "sync", "airport", far, 200.0).await;
+        on_duty(i, "sentinel", at(60_000.0, 0.0)).await;
+    }
+    fix(i, "sentinel", at(60_000.0, 0.0)).await;
+    eventually("the sentinel is out", || async { queue(i, "sync").await.is_empty().then_some(()) })
+        .await;
+    fix(i, "sentinel", far).await;
+    eventually("the sentinel is in", || async {
+        (queue(i, "sync").await == ["sentinel"]).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_airport_queue_is_first_in_first_out_and_its_head_gets_the_pickups() {
     for db in TestDb::all("uber_airport_queue").await {
@@ -667,7 +687,7 @@ async fn the_airport_queue_is_first_in_first_out_and_its_head_gets_the_pickups()
         // A driver with a ride leaves the queue, and a busy driver inside does not join.
         assert!(queue(&i, "sfo").await.is_empty());
         fix(&i, "d2", at(10_000.0, 0.0)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        fences_caught_up(&i).await;
         assert!(queue(&i, "sfo").await.is_empty());
         stop(bg).await;
     }
@@ -690,11 +710,11 @@ async fn the_rider_hears_once_that_the_driver_is_arriving() {
         )
         .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        // Approaching but not yet within 300 m: nothing, even after the fence is drawn.
+        // Approaching but not yet within 300 m: nothing (the fence is drawn as the
+        // leader hears of the acceptance, before these fixes).
         fix(&i, "drv", at(1_000.0, 0.0)).await;
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
         fix(&i, "drv", at(900.0, 0.0)).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        fences_caught_up(&i).await;
         assert!(ride(&i, "rider", &id).await["arriving_ms"].is_null());
         // Within it: the rider is told, once.
         fix(&i, "drv", at(250.0, 0.0)).await;
@@ -704,7 +724,7 @@ async fn the_rider_hears_once_that_the_driver_is_arriving() {
         .await;
         fix(&i, "drv", at(600.0, 0.0)).await;
         fix(&i, "drv", at(100.0, 0.0)).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        fences_caught_up(&i).await;
         assert_eq!(ride(&i, "rider", &id).await["arriving_ms"].as_i64(), Some(first));
         stop(bg).await;
     }
