@@ -640,9 +640,22 @@ impl Uber {
         let count = std::num::NonZeroUsize::new(200).unwrap_or(std::num::NonZeroUsize::MIN);
         let query = Search::radius(Center::At(at), radius_m).limit(count);
         let hits = self.positions.search(&query).await?;
+        // Which of them are free: one search of the free index over the same circle,
+        // not a lookup per driver.
+        let free: std::collections::HashSet<Arc<str>> = self
+            .available
+            .search(&Search {
+                order: None,
+                count: None,
+                ..Search::radius(Center::At(at), radius_m)
+            })
+            .await?
+            .into_iter()
+            .map(|h| h.member)
+            .collect();
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
-            let free = self.available.position(&hit.member).await?.is_some();
+            let free = free.contains(&hit.member);
             let hash = blake3::hash(hit.member.as_bytes());
             let id: String = hash.as_bytes()[..6].iter().map(|b| format!("{b:02x}")).collect();
             out.push(api::NearbyDriver {

@@ -187,6 +187,14 @@ async fn nearest_driver_gets_the_offer_and_one_acceptance_wins() {
         i.uber.match_round().await.unwrap();
         assert_eq!(offer(&i, "far").await.map(|o| o.0), Some(second));
         assert_eq!(offer(&i, "near").await, None);
+        // The map: on-duty drivers within the radius, nearest first, busy ones not free.
+        let (lat, lon) = at(0.0, 0.0);
+        let uri = format!("/drivers/nearby?lat={lat}&lon={lon}&radius_m=5000");
+        let (s, v) = call(&i.router, "rider", "GET", &uri, None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let free: Vec<bool> =
+            v["drivers"].as_array().unwrap().iter().map(|d| d["free"].as_bool().unwrap()).collect();
+        assert_eq!(free, [false, true], "near (busy), far (free); beyond is out of range: {v}");
         db.drop_db().await;
     }
 }
