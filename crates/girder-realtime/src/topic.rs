@@ -76,6 +76,23 @@ impl Topic {
         Ok(Self(text))
     }
 
+    /// `<prefix>.<hash of id>`: a topic for an id that may be any text (a user's, a
+    /// ride's), as 24 hex digits of its BLAKE3 hash, so it is always a valid segment.
+    ///
+    /// # Errors
+    /// [`TopicError`] if `prefix` is not a valid topic itself.
+    pub fn hashed(prefix: &str, id: &str) -> Result<Self, TopicError> {
+        use std::fmt::Write as _;
+        let hash = blake3::hash(id.as_bytes());
+        let mut text = String::with_capacity(prefix.len() + 25);
+        text.push_str(prefix);
+        text.push('.');
+        for b in &hash.as_bytes()[..12] {
+            let _ = write!(text, "{b:02x}");
+        }
+        Self::new(text)
+    }
+
     /// The name.
     #[must_use]
     pub fn as_str(&self) -> &str {
@@ -175,6 +192,21 @@ impl fmt::Display for Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashed_topics_take_any_id_and_keep_ids_apart() {
+        let a = Topic::hashed("app.u", "ann with spaces/and.dots").unwrap();
+        let b = Topic::hashed("app.u", "bob").unwrap();
+        assert!(a.as_str().starts_with("app.u.") && a.as_str().len() == "app.u.".len() + 24);
+        assert_ne!(a, b);
+        assert_eq!(a, Topic::hashed("app.u", "ann with spaces/and.dots").unwrap(), "stable");
+        assert_eq!(
+            Topic::hashed("x", "").unwrap().as_str(),
+            "x.af1349b9f5f9a1a6a0404dea",
+            "BLAKE3 of nothing, its first 12 bytes"
+        );
+        assert!(Topic::hashed("bad..prefix", "ann").is_err());
+    }
 
     #[test]
     fn wildcards_match_as_documented() {

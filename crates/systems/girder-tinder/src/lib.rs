@@ -255,7 +255,6 @@ pub struct Tinder {
     clock: Arc<dyn Clock>,
     config: TinderConfig,
     counters: Counters,
-    redis_index: bool,
 }
 
 impl std::fmt::Debug for Tinder {
@@ -269,9 +268,7 @@ const CURSOR_KEY_SETTING: &str = "cursor_key";
 
 /// The hub topic of `user`'s events (hashed: user ids are any text).
 fn user_topic(user: &str) -> Topic {
-    let hash = blake3::hash(user.as_bytes());
-    let hex: String = hash.as_bytes()[..12].iter().map(|b| format!("{b:02x}")).collect();
-    Topic::new(format!("tinder.u.{hex}")).unwrap_or_else(|_| unreachable!("hex segments are valid"))
+    Topic::hashed("tinder.u", user).unwrap_or_else(|_| unreachable!("a valid prefix"))
 }
 
 fn feed_scope(user: &str) -> String {
@@ -346,7 +343,6 @@ impl Tinder {
             clock: Arc::clone(&context.clock),
             config,
             counters: Counters::default(),
-            redis_index,
         }))
     }
 
@@ -534,7 +530,18 @@ impl Tinder {
         target: &str,
         liked: bool,
     ) -> Result<SwipeOutcome, TinderError> {
-        check_user(target)?;
+        // What the schema refuses (empty, control characters, over 128 characters) is
+        // a 422; a longer id within 128 characters can name no profile (ids are at
+        // most 128 bytes), so it is an unknown one.
+        if target.is_empty() || target.chars().count() > 128 || target.chars().any(char::is_control)
+        {
+            return Err(TinderError::Invalid(
+                "target: 1–128 characters without control characters".into(),
+            ));
+        }
+        if target.len() > 128 {
+            return Err(TinderError::UnknownProfile(target.to_owned()));
+        }
         if user == target {
             return Err(TinderError::Invalid("target: you cannot swipe on yourself".into()));
         }
@@ -626,7 +633,7 @@ impl Tinder {
     /// # Errors
     /// No such match of the caller's, or the store failed.
     pub async fn unmatch(&self, user: &str, id: i64) -> Result<(), TinderError> {
-        self.store.unmatch(user, id).await?.map(drop).ok_or(TinderError::NoMatch)
+        if self.store.unmatch(user, id).await? { Ok(()) } else { Err(TinderError::NoMatch) }
     }
 
     /// Subscribes to `user`'s events on this instance, resuming after `since` (a

@@ -242,9 +242,7 @@ fn ride_topic(ride: &str) -> Topic {
 }
 
 fn hashed_topic(prefix: &str, id: &str) -> Topic {
-    let hash = blake3::hash(id.as_bytes());
-    let hex: String = hash.as_bytes()[..12].iter().map(|b| format!("{b:02x}")).collect();
-    Topic::new(format!("{prefix}.{hex}")).unwrap_or_else(|_| unreachable!("hex segments are valid"))
+    Topic::hashed(prefix, id).unwrap_or_else(|_| unreachable!("a valid prefix"))
 }
 
 fn fixed_topic(name: &str) -> Topic {

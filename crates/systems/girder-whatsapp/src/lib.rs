@@ -366,9 +366,7 @@ impl std::fmt::Debug for WhatsApp {
 
 /// The hub topic carrying frames for `user` (hashed: user ids are any text).
 fn user_topic(user: &str) -> Topic {
-    let hash = blake3::hash(user.as_bytes());
-    let hex: String = hash.as_bytes()[..12].iter().map(|b| format!("{b:02x}")).collect();
-    Topic::new(format!("wa.u.{hex}")).unwrap_or_else(|_| unreachable!("hex segments are valid"))
+    Topic::hashed("wa.u", user).unwrap_or_else(|_| unreachable!("a valid prefix"))
 }
 
 /// The presence room of one user's devices.
