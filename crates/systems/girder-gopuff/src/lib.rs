@@ -201,7 +201,7 @@ impl GoPuff {
             girder_sql::shared_key::<32>(store.db(), store::SETTINGS_TABLE, CURSOR_KEY_SETTING)
                 .await
                 .map_err(OpenError::storage)?;
-        let nearby = NearbyCenters::new(config.centers_refresh_ms);
+        let nearby = NearbyCenters::new(config.centers_refresh_ms, Arc::clone(&clock));
         nearby.reload(&store, clock.now_ms()).await.map_err(OpenError::storage)?;
         Ok(Arc::new(Self {
             store,

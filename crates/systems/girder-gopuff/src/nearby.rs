@@ -31,8 +31,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use girder_core::Clock;
 use girder_geo::index::{
     Area, Center as SearchCenter, EXTENT_M_MAX, GeoError, MemoryGeoIndex, MemoryIndexConfig,
     Search, Update,
@@ -94,11 +96,12 @@ impl NearbyCenters {
     /// An empty index, due for a reload once the last load is `refresh_ms` old (by
     /// the times its callers pass).
     #[must_use]
-    pub fn new(refresh_ms: u64) -> Self {
-        // Centres carry no TTL, so the index's own clock never matters.
+    pub fn new(refresh_ms: u64, clock: Arc<dyn Clock>) -> Self {
+        // Centres carry no TTL; the index still reads the instance's one clock.
         let config = MemoryIndexConfig {
             members_max: usize::try_from(CENTERS_SCAN_MAX).unwrap_or(usize::MAX),
-            ..MemoryIndexConfig::default()
+            reclaim_per_call: MemoryIndexConfig::default().reclaim_per_call,
+            clock,
         };
         Self {
             index: MemoryGeoIndex::new(config),
@@ -385,7 +388,7 @@ mod tests {
     }
 
     fn nearby(centers: &[Center]) -> NearbyCenters {
-        let index = NearbyCenters::new(1_000);
+        let index = NearbyCenters::new(1_000, Arc::new(girder_core::SystemClock));
         index.replace_all(centers.to_vec()).expect("indexed");
         index
     }
