@@ -25,8 +25,8 @@
 //!   then rotate sooner and remember at least the last `items_per_generation`), and
 //!   for less than two; after that it may be shown again if it still qualifies;
 //! - the rate: each filter is sized for `items_per_generation` keys at `p`
-//!   (0.1% by default; 4,608 bytes of bits per filter — blocked layout, 36,864 bits,
-//!   10 hashes); checking two, a profile is wrongly hidden with probability at most
+//!   (0.1% by default; 4,032 bytes of bits per filter — blocked layout, 32,256 bits,
+//!   11 hashes); checking two, a profile is wrongly hidden with probability at most
 //!   `1 − (1 − p)² ≈ 2p` (0.2%).
 //!
 //! Profiles the user has swiped are never left to the filter: the feed excludes them

@@ -422,22 +422,20 @@ impl Store {
             .collect()
     }
 
-    /// Deletes match `id` if `user` is in it; returns the other user.
+    /// Deletes match `id` if `user` is in it; `false` if there was none of theirs.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn unmatch(&self, user: &str, id: i64) -> Result<Option<String>> {
-        let row: Option<(String, String)> = on_db!(&self.db, |pool| {
-            sqlx::query_as(
-                "DELETE FROM tinder_matches WHERE id = $1 AND (user_a = $2 OR user_b = $2)
-                 RETURNING user_a, user_b",
-            )
-            .bind(id)
-            .bind(user)
-            .fetch_optional(pool)
-            .await?
-        });
-        Ok(row.map(|(a, b)| if a == user { b } else { a }))
+    pub async fn unmatch(&self, user: &str, id: i64) -> Result<bool> {
+        Ok(on_db!(&self.db, |pool| {
+            sqlx::query("DELETE FROM tinder_matches WHERE id = $1 AND (user_a = $2 OR user_b = $2)")
+                .bind(id)
+                .bind(user)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        }))
     }
 
     // ---- seen filters ----

@@ -718,6 +718,8 @@ async fn bad_input_is_a_problem_never_a_panic() {
         ("POST", "/swipes".into(), Some(json!({"target": "bob", "action": "superlike"})), 422),
         ("POST", "/swipes".into(), Some(json!({"target": "", "action": "like"})), 422),
         ("POST", "/swipes".into(), Some(json!({"target": "x".repeat(129), "action": "like"})), 422),
+        // Within the schema's 128 characters but over 128 bytes: no profile can have it.
+        ("POST", "/swipes".into(), Some(json!({"target": "é".repeat(100), "action": "like"})), 404),
         ("DELETE", "/matches/0".into(), None, 422),
         ("DELETE", "/matches/abc".into(), None, 400),
         ("DELETE", "/matches/99".into(), None, 404),

@@ -52,19 +52,22 @@ impl IntoResponse for TinderError {
     fn into_response(self) -> Response {
         let detail = self.to_string();
         let problem = match &self {
-            Self::Invalid(_) | Self::Profile(_) => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", "Invalid request")
+            Self::Invalid(_) | Self::Profile(_) => Problem::invalid(detail),
+            Self::NoProfile => {
+                Problem::new(StatusCode::NOT_FOUND, "no-profile", "No profile").detail(detail)
             }
-            Self::NoProfile => Problem::new(StatusCode::NOT_FOUND, "no-profile", "No profile"),
             Self::ProfileRequired => {
                 Problem::new(StatusCode::CONFLICT, "profile-required", "Profile required")
+                    .detail(detail)
             }
             Self::UnknownProfile(_) => {
                 Problem::new(StatusCode::NOT_FOUND, "unknown-profile", "Unknown profile")
+                    .detail(detail)
             }
-            Self::NoMatch => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::NoMatch => Problem::not_found(detail),
             Self::Cursor(_) => {
                 Problem::new(StatusCode::BAD_REQUEST, "invalid-cursor", "Invalid cursor")
+                    .detail(detail)
             }
             Self::Contention => {
                 let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy")
@@ -75,11 +78,10 @@ impl IntoResponse for TinderError {
             }
             Self::Store(_) | Self::Index(_) | Self::Stream(_) | Self::Sketch(_) => {
                 tracing::error!(error = &self as &dyn std::error::Error, "tinder backend failure");
-                return Problem::unavailable("a Tinder store is unavailable; retry later")
-                    .into_response();
+                Problem::unavailable("a Tinder store is unavailable; retry later")
             }
         };
-        problem.detail(detail).into_response()
+        problem.into_response()
     }
 }
 
@@ -646,7 +648,7 @@ async fn stats(
     Ok(axum::Json(TinderStatsView {
         profiles: counts.profiles,
         indexed,
-        shared_index: tinder.redis_index,
+        shared_index: matches!(tinder.index(), girder_geo::index::AnyGeoIndex::Redis(_)),
         swipes: counts.swipes,
         likes: counts.likes,
         matches: counts.matches,
