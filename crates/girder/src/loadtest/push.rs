@@ -472,7 +472,10 @@ pub fn is_push(scenario: &str) -> bool {
     matches!(scenario, "sse" | "ws")
 }
 
-async fn demo_token(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn demo_token(
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<(String, String)> {
     let reply = http.post(format!("{base}/api/auth/demo")).send().await?;
     anyhow::ensure!(reply.status().is_success(), "POST /api/auth/demo: {}", reply.status());
     let t: serde_json::Value = reply.json().await?;

@@ -285,7 +285,7 @@ fn step(rng: &mut SmallRng, at: (f64, f64)) -> (f64, f64) {
 }
 
 /// Counters every driver and rider adds to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tally {
     fixes: AtomicU64,
     offers: AtomicU64,
@@ -294,10 +294,12 @@ struct Tally {
     /// Accepted rides whose driver is done with them, completed or not.
     driven: AtomicU64,
     request_errors: AtomicU64,
-    /// Ride id → when its acceptance was answered, µs since the epoch.
+    /// Ride id → when its acceptance was answered, µs since `epoch`.
     accepted_at: Mutex<HashMap<String, u64>>,
-    /// Ride id → when its request was sent, µs since the epoch.
+    /// Ride id → when its request was sent, µs since `epoch`.
     requested_at: Mutex<HashMap<String, u64>>,
+    /// The run's start on the monotonic clock (latencies are differences of it).
+    epoch: Instant,
 }
 
 /// How a rider's request ended.
@@ -310,14 +312,6 @@ enum Outcome {
     Refused,
 }
 
-async fn sign_in(http: &reqwest::Client, base: &str) -> anyhow::Result<(String, String)> {
-    let reply = http.post(format!("{base}/api/auth/demo")).send().await?;
-    anyhow::ensure!(reply.status().is_success(), "POST /api/auth/demo: {}", reply.status());
-    let t: Value = reply.json().await?;
-    let user = t["user"].as_str().unwrap_or_default().to_owned();
-    Ok((user, format!("Bearer {}", t["token"].as_str().unwrap_or_default())))
-}
-
 /// Signs in `n` users, at most [`SETUP_IN_FLIGHT`] at a time.
 async fn sign_in_many(
     http: &reqwest::Client,
@@ -325,7 +319,7 @@ async fn sign_in_many(
     n: usize,
 ) -> anyhow::Result<Vec<(String, String)>> {
     futures_util::stream::iter(0..n)
-        .map(|_| sign_in(http, base))
+        .map(|_| super::push::demo_token(http, base))
         .buffered(SETUP_IN_FLIGHT)
         .collect::<Vec<_>>()
         .await
@@ -479,7 +473,7 @@ async fn take(
         }
         _ => return,
     }
-    tally.accepted_at.lock().insert(ride.to_owned(), micros_since_epoch());
+    tally.accepted_at.lock().insert(ride.to_owned(), super::push::micros_since(tally.epoch));
     drive_to_the_end(http, base, auth, ride, tally).await;
     tally.driven.fetch_add(1, Ordering::Relaxed);
 }
@@ -508,11 +502,6 @@ async fn drive_to_the_end(
     tally.completed.fetch_add(1, Ordering::Relaxed);
 }
 
-fn micros_since_epoch() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    now.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
 /// A rider: asks for a ride at `go`, then follows it until it is matched or
 /// cancelled, for at most `bound`.
 async fn ride(
@@ -526,7 +515,7 @@ async fn ride(
 ) -> (Option<String>, Outcome) {
     tokio::time::sleep_until(go).await;
     let (pickup, dropoff) = (point(trip.0.0, trip.0.1), point(trip.1.0, trip.1.1));
-    let sent = micros_since_epoch();
+    let sent = super::push::micros_since(tally.epoch);
     let deadline = tokio::time::Instant::now() + bound;
     let reply = http
         .post(format!("{base}/api/uber/rides"))
@@ -617,11 +606,8 @@ async fn history(database_url: &str, rides: &HashSet<String>) -> anyhow::Result<
     for e in events.iter().filter(|e| rides.contains(&e.ride_id)) {
         by_ride.entry(e.ride_id.as_str()).or_default().push(e);
     }
-    let mut lapsed = 0u64;
-    for ride in by_ride.keys() {
-        lapsed +=
-            store.offers(ride).await?.iter().filter(|o| o.outcome == "expired").count() as u64;
-    }
+    let expired = store.expired_offer_rides().await?;
+    let lapsed = expired.iter().filter(|r| by_ride.contains_key(r.as_str())).count() as u64;
     db.close().await;
     let mut doubles = 0u64;
     // Per driver: (matched at, ended at — `i64::MAX` while under way).
@@ -679,7 +665,17 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<UberReport> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let drivers = sign_in_many(&http, &plan.base, plan.drivers).await?;
     let riders = sign_in_many(&http, &plan.base, plan.riders).await?;
-    let tally = Arc::new(Tally::default());
+    let tally = Arc::new(Tally {
+        fixes: AtomicU64::new(0),
+        offers: AtomicU64::new(0),
+        accepts_refused: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        driven: AtomicU64::new(0),
+        request_errors: AtomicU64::new(0),
+        accepted_at: Mutex::default(),
+        requested_at: Mutex::default(),
+        epoch: Instant::now(),
+    });
     let (stop, stopped) = watch::channel(false);
     // Duty changes and handshakes at most SETUP_IN_FLIGHT at a time.
     let setup = Arc::new(Semaphore::new(SETUP_IN_FLIGHT));

@@ -473,6 +473,19 @@ impl Store {
         }))
     }
 
+    /// The ride of every offer that lapsed unanswered, once per such offer (for
+    /// histories over many rides, in one read).
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn expired_offer_rides(&self) -> Result<Vec<String>> {
+        Ok(on_db!(&self.db, |pool| {
+            sqlx::query_scalar("SELECT ride_id FROM uber_offers WHERE outcome = 'expired'")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
     /// Records an offer of a claimed ride to `driver` under lease `token`, valid until
     /// `deadline_ms`; the claim moves to the deadline so no matcher touches the ride
     /// while the driver decides. `false` if the claim was lost or the ride moved on.
