@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod request_id;
+pub mod sse;
 pub mod ws;
 
 pub use problem::Problem;

@@ -1,13 +1,12 @@
 //! Live Comments' HTTP surface: shapes with their limits, handlers (the SSE stream
 //! among them), and the one place its errors become problems.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
@@ -332,17 +331,9 @@ async fn watch(
     let sse = SseConfig { event: Some("comment".into()), ..SseConfig::default() };
     let body = stream(subscription, resume, sse).map(move |frame| {
         let _keep = &guard;
-        Ok::<_, Infallible>(frame)
+        frame
     });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
+    Ok(girder_http::sse::response(body))
 }
 
 /// How many are watching a video now.

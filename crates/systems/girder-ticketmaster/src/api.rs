@@ -2,15 +2,13 @@
 //! handlers, and the one place its errors become problems.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
 use girder_realtime::sse::{SseConfig, stream};
 use girder_realtime::{Position, SlowConsumer, SubscribeConfig};
 use serde::{Deserialize, Serialize};
@@ -801,16 +799,8 @@ async fn seat_stream(
     let (subscription, resume) =
         tm.hub.resume(&topic, since, config).map_err(|e| ErrorKind::StreamsFull(e.to_string()))?;
     let sse = SseConfig { event: Some("seat".into()), ..SseConfig::default() };
-    let body = stream(subscription, resume, sse).map(Ok::<_, Infallible>);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
+    let body = stream(subscription, resume, sse);
+    Ok(girder_http::sse::response(body))
 }
 
 /// Hold seats, all or none, for `hold_ttl_ms`.

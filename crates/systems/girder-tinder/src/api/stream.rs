@@ -1,13 +1,11 @@
 //! The caller's event stream: Server-Sent Events of their matches as they are made,
 //! from whichever instance made them.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use girder_http::identity::Caller;
 use girder_http::problem::Problem;
 use girder_realtime::Position;
@@ -51,14 +49,6 @@ pub(super) async fn events(
     });
     let (subscription, resume) = tinder.subscribe(&caller.id, since)?;
     let sse = SseConfig { event: Some("match".into()), ..SseConfig::default() };
-    let body = stream(subscription, resume, sse).map(Ok::<_, Infallible>);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
+    let body = stream(subscription, resume, sse);
+    Ok(girder_http::sse::response(body))
 }

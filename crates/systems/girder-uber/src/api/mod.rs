@@ -9,7 +9,6 @@
 
 mod driver_ws;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
@@ -775,18 +774,12 @@ async fn ride_stream(
     let snapshot = serde_json::json!({ "type": "ride", "ride": RideView::from_row(&row) });
     write_event(&mut first, None, Some("ride"), &snapshot.to_string());
     let sse = SseConfig { event: Some("update".into()), ..SseConfig::default() };
-    let body = futures_util::stream::once(async move { first.freeze() })
-        .chain(stream(sub, Resume::Reset { oldest: None }, sse))
-        .map(Ok::<_, Infallible>);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response())
+    let body = futures_util::stream::once(async move { first.freeze() }).chain(stream(
+        sub,
+        Resume::Reset { oldest: None },
+        sse,
+    ));
+    Ok(girder_http::sse::response(body))
 }
 
 /// Drivers on duty near a point, nearest first (opaque ids: for a map).
